@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +56,22 @@ class VideoDescriptors:
         return int(self.features.shape[1])
 
 
-def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write an uncompressed ``.npz`` atomically and byte-reproducibly.
+
+    ``np.savez`` stamps each member with the current time; fixed zip metadata makes two
+    runs over the same inputs produce identical files (needed for resumable runs).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, array in arrays.items():
+                    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    info.external_attr = 0o644 << 16
+                    with archive.open(info, mode="w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -97,7 +108,7 @@ def save_descriptors(path: str | os.PathLike, videos: Iterable[VideoDescriptors]
     else:
         features = np.zeros((0, dim or 0), dtype=np.float32)
         timestamps = np.zeros((0, 2), dtype=np.float32)
-    _atomic_save_npz(path, video_ids=_id_array(ids), timestamps=timestamps, features=features)
+    atomic_save_npz(path, video_ids=_id_array(ids), timestamps=timestamps, features=features)
     return path
 
 

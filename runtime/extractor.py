@@ -1,0 +1,164 @@
+"""Assembles decode -> sample -> preprocess -> infer -> postprocess from the shipped model assets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from runtime.dataset import VideoTask
+from runtime.descriptors import VideoDescriptors
+from runtime.embeddings import VideoEmbeddings, VideoFailure
+from runtime.model_manifest import ModelManifest, default_model_dir
+from runtime.postprocess import BudgetConfig, Postprocessor, Projection
+from runtime.preprocess import PreprocessConfig
+from runtime.sampling import SamplingPolicy
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "gpu"]
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Settings of the descriptor extractor (each also a command-line option)."""
+
+    device: Device = "auto"
+    model_dir: Path | None = None
+    sample_fps: float = 1.0
+    descriptors_per_second: float = 1.0
+    duplicate_similarity: float = 1.0
+    decode_workers: int = 1
+    decode_timeout: float | None = 600.0
+    intra_op_threads: int = 0
+    batch_size: int = 32
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        d = ExtractorConfig()
+        group = parser.add_argument_group("extraction")
+        group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=d.device,
+                           help="gpu = NVDEC + TensorRT, cpu = PyAV + ONNX Runtime, auto = gpu when available")
+        group.add_argument("--model-dir", type=Path, default=None, help="model assets (default: the shipped model_assets/)")
+        group.add_argument("--sample-fps", type=float, default=d.sample_fps, help="frames sampled per second before the budget")
+        group.add_argument("--descriptors-per-second", type=float, default=d.descriptors_per_second,
+                           help="per-video cap, as a fraction of ceil(duration) (<= 1)")
+        group.add_argument("--duplicate-similarity", type=float, default=d.duplicate_similarity,
+                           help="drop samples at least this similar to a kept one of the same video (1 = off)")
+        group.add_argument("--decode-workers", type=int, default=d.decode_workers, help="videos decoded concurrently")
+        group.add_argument("--decode-timeout", type=float, default=d.decode_timeout, help="seconds per video before giving up")
+        group.add_argument("--threads", dest="intra_op_threads", type=int, default=d.intra_op_threads,
+                           help="ONNX Runtime threads (0 = all cores)")
+        group.add_argument("--batch-size", type=int, default=d.batch_size, help="images per inference call")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExtractorConfig:
+        return cls(**{k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)})
+
+
+@dataclass
+class Extractor:
+    """A ready pipeline plus the postprocessing that turns its embeddings into descriptors."""
+
+    pipeline: object  # CpuPipeline or runtime.gpu.pipeline.GpuPipeline (both have .run)
+    postprocessor: Postprocessor
+    manifest: ModelManifest
+    config: ExtractorConfig
+    device: str
+    model_dim: int
+    sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
+
+    @property
+    def output_dim(self) -> int:
+        return self.postprocessor.output_dim(self.model_dim)
+
+    def run(self, tasks: Iterable[VideoTask]) -> Iterator[VideoEmbeddings | VideoFailure]:
+        return self.pipeline.run(tasks)  # type: ignore[attr-defined]
+
+    def finalize(self, video: VideoEmbeddings, duration: float | None) -> VideoDescriptors:
+        return self.postprocessor(video, duration)
+
+    def fingerprint(self) -> dict:
+        """Everything that changes the descriptors (used to decide whether stored results are reusable)."""
+        return {
+            "onnx_sha256": self.manifest.onnx_sha256,
+            "projection": self.manifest.projection,
+            "sampling": asdict(self.sampling),
+            "budget": asdict(self.postprocessor.budget),
+            "device": self.device,
+        }
+
+    def describe(self) -> str:
+        return (f"device={self.device} model={self.manifest.name} dim={self.model_dim}->{self.output_dim} "
+                f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget}")
+
+
+def preprocess_config(manifest: ModelManifest) -> PreprocessConfig:
+    """The model's input contract as a preprocessing config."""
+    return PreprocessConfig(
+        height=manifest.input.height,
+        width=manifest.input.width,
+        interpolation=manifest.input.resize,
+        crop=manifest.input.crop,
+        dtype="uint8",
+    )
+
+
+def load_postprocessor(manifest: ModelManifest, budget: BudgetConfig) -> Postprocessor:
+    projection = Projection.load(manifest.projection_path) if manifest.projection_path is not None else None
+    return Postprocessor(projection=projection, budget=budget)
+
+
+def gpu_available() -> tuple[bool, str]:
+    """Whether the GPU path can run here, and why not."""
+    try:
+        from runtime.gpu import gpu_runtime_status
+    except ImportError as exc:
+        return False, f"GPU support not importable: {exc}"
+    return gpu_runtime_status()
+
+
+def build_extractor(config: ExtractorConfig) -> Extractor:
+    """Load the model assets and build the pipeline for the requested device."""
+    model_dir = config.model_dir or default_model_dir()
+    manifest = ModelManifest.load(Path(model_dir) / "manifest.json")
+    manifest.verify()
+    sampling = SamplingPolicy(fps=config.sample_fps)
+    budget = BudgetConfig(config.descriptors_per_second, config.duplicate_similarity)
+    postprocessor = load_postprocessor(manifest, budget)
+    preprocess = preprocess_config(manifest)
+    device = config.device
+    if device in ("auto", "gpu"):
+        ok, reason = gpu_available()
+        if not ok:
+            if device == "gpu":
+                raise ValueError(f"--device gpu requested but the GPU path is unavailable: {reason}")
+            logger.info("GPU path unavailable (%s); using the CPU", reason)
+            device = "cpu"
+        else:
+            device = "gpu"
+    if device == "gpu":
+        from runtime.gpu.pipeline import build_gpu_pipeline
+
+        pipeline = build_gpu_pipeline(manifest, sampling, preprocess, decode_timeout=config.decode_timeout)
+        model_dim = manifest.output.dim
+    else:
+        from runtime.backends.ort import OnnxRuntimeBackend
+        from runtime.decode.pyav import PyAVDecoder
+        from runtime.pipeline import CpuPipeline
+
+        backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=config.intra_op_threads, batch_size=config.batch_size)
+        pipeline = CpuPipeline(
+            decoder=PyAVDecoder(timeout_seconds=config.decode_timeout),
+            backend=backend,
+            sampling=sampling,
+            preprocess=preprocess,
+            decode_workers=config.decode_workers,
+        )
+        model_dim = manifest.output.dim
+    extractor = Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling)
+    extractor.output_dim  # fails early when the descriptors would exceed 512 dims
+    return extractor

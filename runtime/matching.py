@@ -1,0 +1,69 @@
+"""Matching track: candidate pairs from a global faiss search -> temporal alignment -> copied segments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.descriptors import VideoDescriptors
+from runtime.evaluation.matching_track import Match
+from runtime.localization import LocalizationConfig, localize
+from runtime.score_normalization import ScoreNormalization, normalize_queries, normalize_references
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """Settings of the matching stage.
+
+    Attributes:
+        score_normalization: applied to raw descriptors when a noise set is given (None = off).
+        localization: temporal alignment parameters.
+    """
+
+    score_normalization: ScoreNormalization | None = ScoreNormalization()
+    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
+
+
+def prepare_for_search(
+    queries: Sequence[VideoDescriptors],
+    refs: Sequence[VideoDescriptors],
+    noise: np.ndarray | None,
+    normalization: ScoreNormalization | None,
+) -> tuple[list[VideoDescriptors], list[VideoDescriptors]]:
+    """Score-normalise queries and references when a noise set and settings are given."""
+    if noise is None or normalization is None:
+        return list(queries), list(refs)
+    return normalize_queries(queries, noise, normalization), normalize_references(refs, normalization)
+
+
+def find_matches(
+    queries: Sequence[VideoDescriptors],
+    refs: Sequence[VideoDescriptors],
+    noise: np.ndarray | None = None,
+    config: MatchingConfig = MatchingConfig(),
+    already_normalized: bool = False,
+) -> list[Match]:
+    """Copied segments between queries and references, best first within each pair.
+
+    Args:
+        queries, refs: per-video descriptors (raw, or already score-normalised).
+        noise: noise set of training references for score normalisation (None = off).
+        config: matching settings.
+        already_normalized: the descriptors already carry the score-normalisation dimension.
+
+    Returns:
+        Matches with query/reference intervals in seconds and a score.
+    """
+    from runtime.evaluation.descriptor_track import descriptor_track_candidates
+
+    if not already_normalized:
+        queries, refs = prepare_for_search(queries, refs, noise, config.score_normalization)
+    queries = [q for q in queries if len(q)]
+    refs = [r for r in refs if len(r)]
+    if not queries or not refs:
+        return []
+    candidates = descriptor_track_candidates(queries, refs)
+    rows = localize(queries, refs, [(c.query_id, c.ref_id, c.score) for c in candidates], config.localization)
+    return [Match(*row) for row in rows]

@@ -1,0 +1,117 @@
+"""Crash-safe per-video results, so an interrupted run resumes where it stopped.
+
+Layout under ``work_dir``: ``run.json`` (the fingerprint of the settings that produced the
+results), ``videos/<id>.npz`` (one finished video, written atomically) and
+``errors/<id>.json`` (one failed video). A result is only trusted when the fingerprint
+matches, so changing the model or the settings starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors
+from runtime.embeddings import VideoFailure
+
+logger = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def _file_stem(video_id: str) -> str:
+    if _SAFE_ID.match(video_id) and not video_id.startswith("."):
+        return video_id
+    return "id-" + hashlib.sha256(video_id.encode()).hexdigest()[:32]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary file and rename (readers never see a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    """Finished and failed videos of one run, persisted as they complete.
+
+    Args:
+        work_dir: where per-video results live.
+        fingerprint: JSON-serialisable settings (model hash, sampling, budget...); results
+            stored under another fingerprint are discarded.
+    """
+
+    def __init__(self, work_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> None:
+        self.work_dir = Path(work_dir)
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+        run_file = self.work_dir / "run.json"
+        if run_file.is_file():
+            try:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                previous = None
+            if previous != self.fingerprint:
+                logger.warning("%s: settings changed since the stored results; starting afresh", self.work_dir)
+                self.clear()
+        (self.work_dir / "videos").mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "errors").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_file, json.dumps(self.fingerprint, sort_keys=True, indent=1))
+
+    def clear(self) -> None:
+        for sub in ("videos", "errors"):
+            shutil.rmtree(self.work_dir / sub, ignore_errors=True)
+        (self.work_dir / "run.json").unlink(missing_ok=True)
+
+    def _video_path(self, video_id: str) -> Path:
+        return self.work_dir / "videos" / f"{_file_stem(video_id)}.npz"
+
+    def _error_path(self, video_id: str) -> Path:
+        return self.work_dir / "errors" / f"{_file_stem(video_id)}.json"
+
+    def is_done(self, video_id: str) -> bool:
+        return self._video_path(video_id).is_file()
+
+    def save(self, descriptors: VideoDescriptors) -> None:
+        """Persist one finished video (atomic) and forget an earlier failure of it."""
+        save_descriptors(self._video_path(descriptors.video_id), [descriptors], dim=descriptors.dim)
+        self._error_path(descriptors.video_id).unlink(missing_ok=True)
+
+    def load(self, video_id: str) -> VideoDescriptors:
+        path = self._video_path(video_id)
+        videos = load_descriptors(path)
+        if not videos:
+            # A video may legitimately keep zero descriptors; keep its id.
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as data:
+                dim = data["features"].shape[1]
+            return VideoDescriptors(video_id, np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32))
+        (video,) = videos
+        if video.video_id != video_id:
+            raise ValueError(f"{path}: holds {video.video_id!r}, expected {video_id!r}")
+        return video
+
+    def record_failure(self, failure: VideoFailure) -> None:
+        atomic_write_text(self._error_path(failure.video_id), json.dumps(asdict(failure), sort_keys=True))
+
+    def failures(self) -> list[VideoFailure]:
+        out = []
+        for path in sorted((self.work_dir / "errors").glob("*.json")):
+            out.append(VideoFailure(**json.loads(path.read_text(encoding="utf-8"))))
+        return sorted(out, key=lambda f: f.video_id)
