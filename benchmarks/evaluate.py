@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,14 +97,15 @@ def plot_precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], path
 
 def evaluate(args: argparse.Namespace) -> dict:
     dataset: Path = args.dataset
-    config = ExtractorConfig.from_args(args)
+    # Raw descriptors are cached once; score normalisation (cheap) is applied here per setting.
+    config = replace(ExtractorConfig.from_args(args), score_normalization=False)
     extractor = build_extractor(config)
     start = time.perf_counter()
     queries, refs, facts = extract(dataset, extractor, args.work_dir or dataset.parent / ".vcd-eval" / dataset.name, not args.no_progress)
     extract_seconds = time.perf_counter() - start
     noise = None
     normalization = None
-    if not args.no_score_norm and extractor.manifest.noise_set_path is not None:
+    if args.score_normalization and extractor.manifest.noise_set_path is not None:
         noise = load_noise_set(extractor.manifest.noise_set_path)
         normalization = ScoreNormalization(beta=args.beta, k=args.noise_k, aggregation=args.noise_aggregation)
     search_queries, search_refs = prepare_for_search(queries, refs, noise, normalization)
@@ -160,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=None, help="precision-recall plot (PNG)")
     parser.add_argument("--matches-csv", type=Path, default=None, help="write the predicted matches here")
     parser.add_argument("--work-dir", type=Path, default=None, help="descriptor cache (default: next to the dataset)")
-    parser.add_argument("--no-score-norm", action="store_true", help="disable score normalisation")
     parser.add_argument("--beta", type=float, default=ScoreNormalization().beta)
     parser.add_argument("--noise-k", type=int, default=ScoreNormalization().k)
     parser.add_argument("--noise-aggregation", choices=["mean", "max"], default=ScoreNormalization().aggregation)

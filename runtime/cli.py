@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.dataset import DatasetError, VideoTask, video_tasks
-from runtime.descriptors import VideoDescriptors, save_descriptors, validate_descriptor_file
+from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors, validate_descriptor_file
 from runtime.embeddings import VideoEmbeddings, VideoFailure
 from runtime.extractor import Extractor, ExtractorConfig, build_extractor
 from runtime.results import ResultStore, atomic_write_text
@@ -34,6 +34,7 @@ DEFAULT_DATA_DIR = Path("/data")
 DEFAULT_OUTPUT_DIR = Path("/code_execution")
 QUERY_DESCRIPTORS_FILE = "subset_query_descriptors.npz"
 REFERENCE_DESCRIPTORS_FILE = "reference_descriptors.npz"
+MATCHES_FILE = Path("submission") / "subset_matches.csv"
 DEMO_OUTPUT_DIR = Path("outputs/demo")
 
 
@@ -82,7 +83,7 @@ def run_split(
                 logger.error("%s: %s failed (%s): %s", result.video_id, result.stage, result.error_type, result.message)
                 store.record_failure(result)
             else:
-                store.save(extractor.finalize(result, by_id[result.video_id].duration))
+                store.save(extractor.finalize(result, by_id[result.video_id].duration, role=split))
                 timings.append(sum(result.timings.values()))
             bar.update(1)
     done = [store.load(t.video_id) for t in tasks if store.is_done(t.video_id)]
@@ -132,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--work-dir", type=Path, default=None, help="per-video results for resuming (default OUTPUT_DIR/.vcd-work)")
     io.add_argument("--demo", action="store_true", help="run the embedded demo set even if the data dir exists")
     io.add_argument("--references", action="store_true", help="also extract reference/*.mp4 (reference_descriptors.npz)")
+    io.add_argument("--track", choices=["descriptor", "matching"], default="descriptor",
+                    help="matching also writes OUTPUT_DIR/submission/subset_matches.csv (needs reference descriptors)")
+    io.add_argument("--reference-descriptors", type=Path, default=None,
+                    help="reference descriptors computed earlier with the same settings (default: extract DATA_DIR/reference)")
     io.add_argument("--fresh", action="store_true", help="ignore per-video results of an earlier run")
     io.add_argument("--strict", action="store_true", help="exit with code 3 when any video failed")
     io.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -142,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss", "faiss.loader", "faiss.contrib.exhaustive_search"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return _main(args)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
@@ -175,7 +182,11 @@ def _main(args: argparse.Namespace) -> int:
     report, queries = run_split(query_tasks, extractor, output_dir / QUERY_DESCRIPTORS_FILE, work_dir, "query", not args.no_progress)
     reports.append(report)
     refs: list[VideoDescriptors] = []
-    if demo or args.references:
+    if args.track == "matching" and args.reference_descriptors is not None:
+        refs = load_descriptors(args.reference_descriptors)
+        if refs and refs[0].dim != extractor.output_dim:
+            raise ValueError(f"{args.reference_descriptors}: {refs[0].dim}-d descriptors, the extractor makes {extractor.output_dim}-d")
+    elif demo or args.references or args.track == "matching":
         ref_tasks = video_tasks(data_dir, "reference")
         report, refs = run_split(ref_tasks, extractor, output_dir / REFERENCE_DESCRIPTORS_FILE, work_dir, "reference", not args.no_progress)
         reports.append(report)
@@ -184,6 +195,22 @@ def _main(args: argparse.Namespace) -> int:
     errors = _write_errors(output_dir, reports)
     failed = sum(len(r.failures) for r in reports)
     print(f"errors: {failed} video(s) failed; details in {errors}")
+    if args.track == "matching":
+        from runtime.evaluation.matching_track import write_matches_csv
+        from runtime.matching import MatchingConfig, find_matches
+
+        matches = find_matches(queries, refs, config=MatchingConfig(score_normalization=extractor.normalization),
+                               already_normalized=True)
+        matches_file = output_dir / MATCHES_FILE
+        matches_file.parent.mkdir(parents=True, exist_ok=True)
+        write_matches_csv(matches, matches_file)
+        print(f"matching track: {len(matches)} segments -> {matches_file}")
+        matching_gt = data_dir / "matching_ground_truth.csv"
+        if matching_gt.is_file():
+            from runtime.evaluation.ground_truth import read_matching_ground_truth
+            from runtime.evaluation.matching_track import evaluate_matching_track
+
+            print(f"matching track segment AP: {evaluate_matching_track(matches, read_matching_ground_truth(matching_gt)).ap:.4f}")
     ground_truth = data_dir / "descriptor_ground_truth.csv"
     if refs and ground_truth.is_file():
         from runtime.evaluation.descriptor_track import evaluate_descriptor_track

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from runtime.dataset import VideoTask
 from runtime.descriptors import VideoDescriptors
 from runtime.embeddings import VideoEmbeddings, VideoFailure
@@ -16,6 +18,7 @@ from runtime.model_manifest import ModelManifest, default_model_dir
 from runtime.postprocess import BudgetConfig, Postprocessor, Projection
 from runtime.preprocess import PreprocessConfig
 from runtime.sampling import SamplingPolicy
+from runtime.score_normalization import ScoreNormalization, load_noise_set, normalize_queries, normalize_references
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class ExtractorConfig:
     decode_timeout: float | None = 600.0
     intra_op_threads: int = 0
     batch_size: int = 32
+    score_normalization: bool = True
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +57,8 @@ class ExtractorConfig:
         group.add_argument("--threads", dest="intra_op_threads", type=int, default=d.intra_op_threads,
                            help="ONNX Runtime threads (0 = all cores)")
         group.add_argument("--batch-size", type=int, default=d.batch_size, help="images per inference call")
+        group.add_argument("--no-score-norm", dest="score_normalization", action="store_false",
+                           help="do not add the score-normalisation dimension (noise set of training references)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExtractorConfig:
@@ -70,16 +76,28 @@ class Extractor:
     device: str
     model_dim: int
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
+    noise: np.ndarray | None = None
+    normalization: ScoreNormalization | None = None
 
     @property
     def output_dim(self) -> int:
-        return self.postprocessor.output_dim(self.model_dim)
+        return self.postprocessor.output_dim(self.model_dim) + (1 if self.normalization is not None else 0)
 
     def run(self, tasks: Iterable[VideoTask]) -> Iterator[VideoEmbeddings | VideoFailure]:
         return self.pipeline.run(tasks)  # type: ignore[attr-defined]
 
-    def finalize(self, video: VideoEmbeddings, duration: float | None) -> VideoDescriptors:
-        return self.postprocessor(video, duration)
+    def finalize(self, video: VideoEmbeddings, duration: float | None, role: str = "query") -> VideoDescriptors:
+        """Final descriptors of one video; ``role`` (query/reference) picks the score-normalisation side."""
+        descriptors = self.postprocessor(video, duration)
+        if self.normalization is None or len(descriptors) == 0:
+            if self.normalization is not None:  # keep the dimension consistent for empty videos
+                return VideoDescriptors(descriptors.video_id, descriptors.timestamps, np.zeros((0, self.output_dim), np.float32))
+            return descriptors
+        if role == "query":
+            return normalize_queries([descriptors], self.noise, self.normalization)[0]
+        if role == "reference":
+            return normalize_references([descriptors], self.normalization)[0]
+        raise ValueError(f"role must be 'query' or 'reference', got {role!r}")
 
     def fingerprint(self) -> dict:
         """Everything that changes the descriptors (used to decide whether stored results are reusable)."""
@@ -88,12 +106,14 @@ class Extractor:
             "projection": self.manifest.projection,
             "sampling": asdict(self.sampling),
             "budget": asdict(self.postprocessor.budget),
+            "score_normalization": asdict(self.normalization) if self.normalization else None,
+            "noise_set": self.manifest.noise_set,
             "device": self.device,
         }
 
     def describe(self) -> str:
         return (f"device={self.device} model={self.manifest.name} dim={self.model_dim}->{self.output_dim} "
-                f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget}")
+                f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget} score_norm={self.normalization}")
 
 
 def preprocess_config(manifest: ModelManifest) -> PreprocessConfig:
@@ -159,6 +179,11 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
             decode_workers=config.decode_workers,
         )
         model_dim = manifest.output.dim
-    extractor = Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling)
+    noise, normalization = None, None
+    if config.score_normalization:
+        if manifest.noise_set_path is None:
+            raise ValueError("score normalisation needs a noise set in the model assets (manifest 'noise_set'); use --no-score-norm")
+        noise, normalization = load_noise_set(manifest.noise_set_path), ScoreNormalization()
+    extractor = Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization)
     extractor.output_dim  # fails early when the descriptors would exceed 512 dims
     return extractor

@@ -69,8 +69,10 @@ class ResultStore:
             if previous != self.fingerprint:
                 logger.warning("%s: settings changed since the stored results; starting afresh", self.work_dir)
                 self.clear()
-        (self.work_dir / "videos").mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "errors").mkdir(parents=True, exist_ok=True)
+        for sub in ("videos", "errors"):
+            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
+            for stale in (self.work_dir / sub).glob("*.tmp"):  # left by a run killed mid-write
+                stale.unlink(missing_ok=True)
         atomic_write_text(run_file, json.dumps(self.fingerprint, sort_keys=True, indent=1))
 
     def clear(self) -> None:

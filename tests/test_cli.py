@@ -1,0 +1,73 @@
+"""The code-execution entry point on a directory laid out like the challenge's /data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.cli import main
+from runtime.descriptors import load_descriptors, validate_descriptor_file
+from runtime.evaluation.matching_track import evaluate_matching_track, read_matches_csv
+from tests.video_factory import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Two references; Q1 is a copy of R1 (same frames), Q2 unrelated."""
+    root = tmp_path_factory.mktemp("data")
+    write_video(root / "reference" / "R1.mp4", num_frames=50, fps=10, seed=1)
+    write_video(root / "reference" / "R2.mp4", num_frames=50, fps=10, seed=2)
+    write_video(root / "query" / "Q1.mp4", num_frames=50, fps=10, seed=1)
+    write_video(root / "query" / "Q2.mp4", num_frames=40, fps=10, seed=3)
+    (root / "query_subset.csv").write_text("video_id\nQ2\nQ1\n")
+    (root / "query_metadata.csv").write_text("video_id,duration_sec\nQ1,5.0\nQ2,4.0\n")
+    (root / "reference_metadata.csv").write_text("video_id,duration_sec\nR1,5.0\nR2,5.0\n")
+    (root / "matching_ground_truth.csv").write_text("query_id,ref_id,query_start,query_end,ref_start,ref_end\nQ1,R1,0,5,0,5\n")
+    return root
+
+
+def test_descriptor_track_output_valid_and_deterministic(data_dir, tmp_path):
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert main(["--data-dir", str(data_dir), "--output-dir", str(out), "--no-progress", "--device", "cpu"]) == 0
+    a, b = (tmp_path / d / "subset_query_descriptors.npz" for d in "ab")
+    validate_descriptor_file(a, {"Q1": 5.0, "Q2": 4.0})
+    assert a.read_bytes() == b.read_bytes()
+    videos = {v.video_id: v for v in load_descriptors(a)}
+    assert sorted(videos) == ["Q1", "Q2"] and len(videos["Q1"]) == 5 and len(videos["Q2"]) == 4
+    assert videos["Q1"].dim <= 512
+    assert not (tmp_path / "a" / "reference_descriptors.npz").exists()
+
+
+def test_copy_scores_above_unrelated(data_dir, tmp_path):
+    main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu", "--references"])
+    queries = {v.video_id: v for v in load_descriptors(tmp_path / "subset_query_descriptors.npz")}
+    refs = {v.video_id: v for v in load_descriptors(tmp_path / "reference_descriptors.npz")}
+    best = {(q, r): float(np.max(queries[q].features @ refs[r].features.T)) for q in queries for r in refs}
+    assert best[("Q1", "R1")] > max(v for k, v in best.items() if k != ("Q1", "R1"))
+
+
+def test_matching_track_csv_is_scored(data_dir, tmp_path):
+    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu", "--track", "matching"])
+    assert code == 0
+    matches = read_matches_csv(tmp_path / "submission" / "subset_matches.csv")
+    assert matches and matches[0].query_id == "Q1" and matches[0].ref_id == "R1"
+    gt = read_matches_csv(data_dir / "matching_ground_truth.csv", is_ground_truth=True)
+    assert evaluate_matching_track(matches, gt).ap > 0.5
+
+
+def test_environment_overrides_and_gpu_request_without_gpu(data_dir, tmp_path):
+    env = {"VCD_DATA_DIR": str(data_dir), "VCD_OUTPUT_DIR": str(tmp_path / "env-out"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, str(REPO / "main.py"), "--no-progress", "--device", "cpu"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "env-out" / "subset_query_descriptors.npz").is_file()
+    gpu = subprocess.run([sys.executable, str(REPO / "main.py"), "--no-progress", "--device", "gpu"], env=env, capture_output=True, text=True)
+    assert gpu.returncode in (0, 2)
+    if gpu.returncode == 2:
+        assert "GPU path is unavailable" in gpu.stderr
