@@ -1,0 +1,115 @@
+"""GPU fast path: NVDEC decode -> CUDA preprocessing -> TensorRT, overlapped in CUDA streams.
+
+Everything CUDA is imported lazily: importing this package (or ``runtime``) never needs
+pycuda, TensorRT or PyNvVideoCodec. ``missing_gpu_packages()`` says what is absent.
+
+Note [One CUDA context]
+-----------------------
+NVDEC (PyNvVideoCodec), the preprocessing kernels (pycuda) and TensorRT all run in the
+device's *primary* context, retained once per process by ``CudaContext``. Worker threads
+make it current with ``CudaContext.scope()`` (contexts are per-thread state in the driver
+API). One context means device pointers, streams and events can be shared freely between
+the decoder, the kernels and the engine, and the runtime API that TensorRT uses internally
+binds to the same primary context.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+GPU_PACKAGES = {"pycuda": "pycuda", "tensorrt": "tensorrt", "PyNvVideoCodec": "pynvvideocodec"}
+
+
+def missing_gpu_packages(names: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> list[str]:
+    """Import names (of ``names``) that cannot be found in this environment."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def gpu_runtime_status(device: int = 0) -> tuple[bool, str]:
+    """Whether the GPU path (NVDEC + CUDA kernels + TensorRT) can run here, and why not.
+
+    Checks the packages, a CUDA device and the compiled kernels; initialises the CUDA
+    driver (no context is created).
+
+    Returns:
+        (True, description) or (False, reason).
+    """
+    missing = missing_gpu_packages()
+    if missing:
+        return False, f"missing Python packages {missing} (install vcd-runtime[gpu])"
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        count = cuda.Device.count()
+    except Exception as exc:  # noqa: BLE001 - pycuda raises its own error types
+        return False, f"CUDA driver unusable: {type(exc).__name__}: {exc}"
+    if count <= device:
+        return False, f"no CUDA device {device} (found {count})"
+    from runtime.gpu.cuda_preprocess import FATBIN_NAME, find_fatbin
+
+    fatbin = find_fatbin()
+    if fatbin is None:
+        return False, f"CUDA kernels ({FATBIN_NAME}) not built; rebuild with nvcc available"
+    return True, f"{cuda.Device(device).name()} with kernels {fatbin}"
+
+
+class CudaContext:
+    """The primary CUDA context of one device, shared by every GPU component of a process.
+
+    Args:
+        device: CUDA device ordinal.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _instances: ClassVar[dict[int, CudaContext]] = {}
+
+    def __init__(self, device: int = 0) -> None:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if not 0 <= device < cuda.Device.count():
+            raise ValueError(f"CUDA device {device} does not exist; devices: 0..{cuda.Device.count() - 1}")
+        self.device_index = device
+        self.device = cuda.Device(device)
+        self.context = self.device.retain_primary_context()
+
+    @classmethod
+    def get(cls, device: int = 0) -> CudaContext:
+        """The process-wide instance for ``device`` (created on first use)."""
+        with cls._lock:
+            if device not in cls._instances:
+                cls._instances[device] = cls(device)
+            return cls._instances[device]
+
+    @property
+    def handle(self) -> int:
+        """CUcontext as an integer (what PyNvVideoCodec's ``cudacontext`` takes)."""
+        return int(self.context.handle)
+
+    @property
+    def name(self) -> str:
+        return str(self.device.name())
+
+    @property
+    def compute_capability(self) -> tuple[int, int]:
+        major, minor = self.device.compute_capability()
+        return int(major), int(minor)
+
+    @contextmanager
+    def scope(self) -> Iterator[Any]:
+        """Make the context current on this thread for the duration of the block."""
+        self.context.push()
+        try:
+            yield self.context
+        finally:
+            import pycuda.driver as cuda
+
+            cuda.Context.pop()
+
+
+__all__ = ["GPU_PACKAGES", "CudaContext", "gpu_runtime_status", "missing_gpu_packages"]
