@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-dir", type=Path, required=True, help="training split in the challenge layout (reference/*.mp4)")
     parser.add_argument("--model-dir", type=Path, default=Path("model_assets"))
     parser.add_argument("--dim", type=int, default=256, help="descriptor dims after PCA (<= 511 leaves room for score normalisation)")
-    parser.add_argument("--sample-fps", type=float, default=2.0, help="training frames per second")
+    parser.add_argument("--sample-fps", type=float, default=8.0,
+                        help="training frames per second (the training footage is short: dense sampling gives PCA enough frames)")
     parser.add_argument("--no-whiten", action="store_true")
     parser.add_argument("--noise-max", type=int, default=20000, help="largest noise set")
     args = parser.parse_args(argv)

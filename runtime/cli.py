@@ -26,7 +26,8 @@ from runtime.dataset import DatasetError, VideoTask, video_tasks
 from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors, validate_descriptor_file
 from runtime.embeddings import VideoEmbeddings, VideoFailure
 from runtime.extractor import Extractor, ExtractorConfig, build_extractor
-from runtime.results import ResultStore, atomic_write_text
+from runtime.fileio import atomic_write_text
+from runtime.results import ResultStore
 
 logger = logging.getLogger("runtime.cli")
 

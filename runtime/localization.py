@@ -40,6 +40,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from runtime.descriptors import VideoDescriptors
+from runtime.evaluation.matching_track import Match
 
 _AGGREGATIONS = ("max", "mean")
 
@@ -47,18 +48,6 @@ _AGGREGATIONS = ("max", "mean")
 class SegmentMatch(NamedTuple):
     """One copied segment of a (query, reference) pair, in seconds."""
 
-    query_start: float
-    query_end: float
-    ref_start: float
-    ref_end: float
-    score: float
-
-
-class MatchRow(NamedTuple):
-    """A segment with its pair ids: one row of the matching-track CSV."""
-
-    query_id: str
-    ref_id: str
     query_start: float
     query_end: float
     ref_start: float
@@ -282,7 +271,7 @@ def localize(
     refs: Sequence[VideoDescriptors] | Mapping[str, VideoDescriptors],
     candidate_pairs: Iterable[tuple[str, str, float]],
     config: LocalizationConfig = LocalizationConfig(),
-) -> list[MatchRow]:
+) -> list[Match]:
     """Localise copied segments for many candidate pairs.
 
     Args:
@@ -293,7 +282,7 @@ def localize(
         config: alignment parameters.
 
     Returns:
-        Rows ``(query_id, ref_id, query_start, query_end, ref_start, ref_end, score)`` in
+        ``Match`` rows ``(query_id, ref_id, query_start, query_end, ref_start, ref_end, score)`` in
         candidate order, each pair's segments best first.
 
     Raises:
@@ -301,7 +290,7 @@ def localize(
     """
     query_by_id = queries if isinstance(queries, Mapping) else {q.video_id: q for q in queries}
     ref_by_id = refs if isinstance(refs, Mapping) else {r.video_id: r for r in refs}
-    rows: list[MatchRow] = []
+    rows: list[Match] = []
     seen: set[tuple[str, str]] = set()
     for query_id, ref_id, candidate_score in candidate_pairs:
         if (query_id, ref_id) in seen:
@@ -312,5 +301,5 @@ def localize(
         if ref_id not in ref_by_id:
             raise KeyError(f"candidate reference {ref_id!r} has no descriptors")
         for m in localize_pair(query_by_id[query_id], ref_by_id[ref_id], config, candidate_score=candidate_score):
-            rows.append(MatchRow(query_id, ref_id, *m))
+            rows.append(Match(query_id, ref_id, *(float(v) for v in m)))
     return rows

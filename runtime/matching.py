@@ -65,5 +65,4 @@ def find_matches(
     if not queries or not refs:
         return []
     candidates = descriptor_track_candidates(queries, refs)
-    rows = localize(queries, refs, [(c.query_id, c.ref_id, c.score) for c in candidates], config.localization)
-    return [Match(*row) for row in rows]
+    return localize(queries, refs, [(c.query_id, c.ref_id, c.score) for c in candidates], config.localization)

@@ -14,13 +14,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors
 from runtime.embeddings import VideoFailure
+from runtime.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,21 +31,6 @@ def _file_stem(video_id: str) -> str:
     if _SAFE_ID.match(video_id) and not video_id.startswith("."):
         return video_id
     return "id-" + hashlib.sha256(video_id.encode()).hexdigest()[:32]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and rename (readers never see a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResultStore:

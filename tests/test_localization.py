@@ -277,5 +277,6 @@ def test_default_config_on_score_normalised_descriptors() -> None:
     assert min(row.score for row in rows[:2]) > 0.4
     assert all(row.score < 0.15 for row in rows[2:])
     by_pair = {(row.query_id, row.ref_id): row for row in rows[:2]}
-    _assert_segment(SegmentMatch(*by_pair["Q0", "R0"][2:]), (12, 32), (50, 70))
-    _assert_segment(SegmentMatch(*by_pair["Q1", "R1"][2:]), (0, 16), (5, 36))
+    for pair, query_span, ref_span in ((("Q0", "R0"), (12, 32), (50, 70)), (("Q1", "R1"), (0, 16), (5, 36))):
+        m = by_pair[pair]
+        _assert_segment(SegmentMatch(m.query_start, m.query_end, m.ref_start, m.ref_end, m.score), query_span, ref_span)
