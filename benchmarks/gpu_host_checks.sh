@@ -58,7 +58,7 @@ case "${1:-}" in
     remote_env; export VCD_CUDA_FATBIN="$EXTRA/runtime/gpu/preprocess_kernels.fatbin"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUTDIR/gpu.txt"
     FAIL_WITHOUT_CUDA=1 python3.10 -m pytest -q -p no:cacheprovider -m gpu \
-      tests/test_cuda_preprocess.py tests/test_nvdec_decoder.py tests/test_trt_backend.py 2>&1 | tee "$OUTDIR/gpu_tests.txt" ;;
+      tests/test_cuda_preprocess.py tests/test_nvdec_decoder.py tests/test_trt_backend.py tests/test_robustness.py 2>&1 | tee "$OUTDIR/gpu_tests.txt" ;;
   remote-videos)
     remote_env
     python3.10 - "$VIDEOS" <<'PY'

@@ -174,6 +174,17 @@ def test_planned_ground_truth_is_consistent(sources, seed, size):
     assert not any(s.end > bd.TRAIN_REGION_SEC[0] and s.start < bd.TRAIN_REGION_SEC[1] for s in plan.spans if s.role != "train")
 
 
+STRUCTURE_PRESERVING_EDITS = {"blur", "brightness", "contrast", "noise", "hue_shift", "grayscale", "pixelize"}
+
+
+def _gray_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two thumbnails in gray: insensitive to colour/contrast edits, not to motion."""
+    x, y = a.astype(np.float64).mean(axis=2).ravel(), b.astype(np.float64).mean(axis=2).ravel()
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 # --- one real build ------------------------------------------------------------------------------------
 
 
@@ -254,8 +265,8 @@ def test_ground_truth_refers_to_existing_videos_within_their_durations(built):
 
 @pytest.mark.slow
 def test_copied_frames_look_like_the_reference(built):
-    """An unedited-enough copy: the query frame at query_start matches the reference frame at ref_start better
-    than a reference frame far away does (checks the GT time mapping on decoded pixels)."""
+    """Copies with only photometric edits: the query frame at a time inside the copy correlates with the reference
+    frame the GT maps it to better than with a reference frame far away (checks the GT time mapping on pixels)."""
     out, plan = built
     from benchmarks.sources import _iter_file_frames
 
@@ -263,20 +274,26 @@ def test_copied_frames_look_like_the_reference(built):
     for m in plan.matches:
         query = next(q for q in plan.queries if q.video_id == m.query_id)
         part = next(p for p in query.parts if p.ref_id == m.ref_id)
-        if part.edits:  # spatial edits change pixels; the mapping is what is tested here
-            continue
+        if any(e.name not in STRUCTURE_PRESERVING_EDITS for e in part.edits):
+            continue  # geometric edits move pixels; the time mapping is what is tested here
         ref = next(r for r in plan.references if r.video_id == m.ref_id)
-        q_mid = (m.query_start + m.query_end) / 2
-        r_mid = m.ref_start + (q_mid - m.query_start) * part.speed
-        far = (r_mid + float(ref.n_frames / Fraction(ref.fps)) / 2) % float(ref.n_frames / Fraction(ref.fps))
-        (q_frame,) = _iter_file_frames(out / "query" / f"{m.query_id}.mp4", [q_mid], 64, 36)
-        (near_frame,) = _iter_file_frames(out / "reference" / f"{m.ref_id}.mp4", [r_mid], 64, 36)
+        ref_seconds = float(ref.n_frames / Fraction(ref.fps))
+        # Probe along the copy; blank frames (fades to black) say nothing about the mapping.
+        for fraction in (0.5, 0.3, 0.7, 0.15, 0.85):
+            q_time = m.query_start + fraction * (m.query_end - m.query_start)
+            r_time = m.ref_start + (q_time - m.query_start) * part.speed
+            (near_frame,) = _iter_file_frames(out / "reference" / f"{m.ref_id}.mp4", [r_time], 64, 36)
+            if near_frame.std() > 10:
+                break
+        else:
+            continue
+        far = (r_time + ref_seconds / 2) % ref_seconds
+        (q_frame,) = _iter_file_frames(out / "query" / f"{m.query_id}.mp4", [q_time], 64, 36)
         (far_frame,) = _iter_file_frames(out / "reference" / f"{m.ref_id}.mp4", [far], 64, 36)
-        near = np.abs(q_frame.astype(int) - near_frame).mean()
-        assert near < 12.0 and near < np.abs(q_frame.astype(int) - far_frame).mean()
+        near, far_corr = (_gray_correlation(q_frame, f) for f in (near_frame, far_frame))
+        assert near > 0.6 and near > far_corr + 0.1, (m, near, far_corr)
         checked += 1
-    if not checked:
-        pytest.skip("this seed has no copy without spatial edits")
+    assert checked, "the small build (seed 0) should contain a copy with only photometric edits"
 
 
 @pytest.mark.slow

@@ -50,9 +50,7 @@ def corpus_run(corpus_dir, tmp_path_factory):
     return code, out
 
 
-def test_every_video_has_descriptors_or_an_error(corpus_run):
-    code, out = corpus_run
-    assert code == 0
+def _check_every_video_has_descriptors_or_an_error(out: Path) -> None:
     got = {v.video_id: v for v in load_descriptors(out / "subset_query_descriptors.npz")}
     errors = {e["video_id"]: e for e in json.loads((out / "errors.json").read_text())}
     expected_ok = {i for i, (_, ok) in CORPUS.items() if ok} | {"Q000014"}
@@ -65,6 +63,20 @@ def test_every_video_has_descriptors_or_an_error(corpus_run):
     assert "no such file" in errors["Q000099"]["message"]
     assert "empty file" in errors["Q000001"]["message"]
     assert "no video stream" in errors["Q000004"]["message"]
+
+
+def test_every_video_has_descriptors_or_an_error(corpus_run):
+    code, out = corpus_run
+    assert code == 0
+    _check_every_video_has_descriptors_or_an_error(out)
+
+
+@pytest.mark.gpu
+def test_corpus_through_the_gpu_path(corpus_dir, tmp_path):
+    """The same corpus through NVDEC + TensorRT: fallbacks and failures stay per video."""
+    code = main(["--data-dir", str(corpus_dir), "--output-dir", str(tmp_path), "--no-progress", "--device", "gpu"])
+    assert code == 0
+    _check_every_video_has_descriptors_or_an_error(tmp_path)
 
 
 def test_budget_follows_metadata(corpus_run):
