@@ -62,12 +62,19 @@ class Variant:
 VARIANTS = (
     Variant("pca256"),
     Variant("pca256 +whiten off", whiten=False),
+    Variant("pca64", pca_dim=64),
     Variant("pca128", pca_dim=128),
+    Variant("pca128 +whiten off", pca_dim=128, whiten=False),
     Variant("pca256 +score norm", score_norm=True),
+    Variant("pca128 +score norm", pca_dim=128, score_norm=True),
     Variant("pca256 +2fps budgeted", fps=2.0),
     Variant("pca256 +2fps budgeted +dedup0.9", fps=2.0, duplicate_similarity=0.9),
     Variant("pca256 +1fps dedup0.9", duplicate_similarity=0.9),
+    Variant("pca128 +2fps budgeted +dedup0.9", pca_dim=128, fps=2.0, duplicate_similarity=0.9),
+    Variant("pca128 +2fps budgeted +dedup0.8", pca_dim=128, fps=2.0, duplicate_similarity=0.8),
+    Variant("pca128 +score norm +2fps budgeted +dedup0.9", pca_dim=128, fps=2.0, duplicate_similarity=0.9, score_norm=True),
     Variant("pca256 +score norm +2fps budgeted +dedup0.9", fps=2.0, duplicate_similarity=0.9, score_norm=True),
+    Variant("pca64 +score norm +2fps budgeted +dedup0.9", pca_dim=64, fps=2.0, duplicate_similarity=0.9, score_norm=True),
 )
 
 

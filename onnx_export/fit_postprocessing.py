@@ -1,6 +1,6 @@
 """Fit the shipped postprocessing on TRAINING references: PCA whitening and the score-normalisation noise set.
 
-    python -m onnx_export.fit_postprocessing --train-dir DATASET/train --model-dir model_assets [--dim 256]
+    python -m onnx_export.fit_postprocessing --train-dir DATASET/train --model-dir model_assets [--dim 128]
 
 Runs the model (ONNX Runtime, CPU) on ``train-dir/reference/*.mp4`` at ``--sample-fps``,
 fits PCA whitening to ``--dim`` dims, builds the noise set from the projected training
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-dir", type=Path, required=True, help="training split in the challenge layout (reference/*.mp4)")
     parser.add_argument("--model-dir", type=Path, default=Path("model_assets"))
-    parser.add_argument("--dim", type=int, default=256, help="descriptor dims after PCA (<= 511 leaves room for score normalisation)")
+    parser.add_argument("--dim", type=int, default=128,
+                        help="descriptor dims after PCA (<= 511 leaves room for score normalisation; 128 measured best, benchmarks/RESULTS.md)")
     parser.add_argument("--sample-fps", type=float, default=8.0,
                         help="training frames per second (the training footage is short: dense sampling gives PCA enough frames)")
     parser.add_argument("--no-whiten", action="store_true")

@@ -14,7 +14,7 @@ import numpy as np
 from runtime.dataset import VideoTask
 from runtime.descriptors import VideoDescriptors
 from runtime.embeddings import VideoEmbeddings, VideoFailure
-from runtime.model_manifest import ModelManifest, default_model_dir
+from runtime.model_manifest import ModelManifest, default_model_dir, sha256_of_file
 from runtime.postprocess import BudgetConfig, Postprocessor, Projection
 from runtime.preprocess import PreprocessConfig
 from runtime.sampling import SamplingPolicy
@@ -27,13 +27,18 @@ Device = Literal["auto", "cpu", "gpu"]
 
 @dataclass(frozen=True)
 class ExtractorConfig:
-    """Settings of the descriptor extractor (each also a command-line option)."""
+    """Settings of the descriptor extractor (each also a command-line option).
+
+    The defaults are the best configuration of the ablation in benchmarks/RESULTS.md: sample
+    2 frames/s, keep the ceil(duration) most novel ones per video while pruning near-duplicates
+    (cosine >= 0.9), PCA-whiten to 128 dims, add the score-normalisation dimension.
+    """
 
     device: Device = "auto"
     model_dir: Path | None = None
-    sample_fps: float = 1.0
+    sample_fps: float = 2.0
     descriptors_per_second: float = 1.0
-    duplicate_similarity: float = 1.0
+    duplicate_similarity: float = 0.9
     decode_workers: int = 1
     decode_timeout: float | None = 600.0
     intra_op_threads: int = 0
@@ -103,11 +108,11 @@ class Extractor:
         """Everything that changes the descriptors (used to decide whether stored results are reusable)."""
         return {
             "onnx_sha256": self.manifest.onnx_sha256,
-            "projection": self.manifest.projection,
+            "projection": self.manifest.projection and sha256_of_file(self.manifest.projection_path),
             "sampling": asdict(self.sampling),
             "budget": asdict(self.postprocessor.budget),
             "score_normalization": asdict(self.normalization) if self.normalization else None,
-            "noise_set": self.manifest.noise_set,
+            "noise_set": self.normalization and self.manifest.noise_set and sha256_of_file(self.manifest.noise_set_path),
             "device": self.device,
         }
 
