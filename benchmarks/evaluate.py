@@ -97,7 +97,7 @@ def plot_precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], path
 
 def evaluate(args: argparse.Namespace) -> dict:
     dataset: Path = args.dataset
-    # Raw descriptors are cached once; score normalisation (cheap) is applied here per setting.
+    # Descriptors are cached without the score-normalisation dimension; it is applied here (cheap).
     config = replace(ExtractorConfig.from_args(args), score_normalization=False)
     extractor = build_extractor(config)
     start = time.perf_counter()
@@ -143,6 +143,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 def _print(result: dict) -> None:
     print(f"dataset: {result['dataset']}  ({result['queries']} queries, {result['references']} references)")
     print(f"extractor: {result['extractor']}  ({result['extract_seconds']} s)")
+    print(f"score normalisation (applied at evaluation): {result['settings']['score_normalization']}")
     print(f"descriptor track µAP: {result['descriptor_uap']:.4f}  (recall {result['descriptor_recall']:.3f} of {result['ground_truth_pairs']} pairs)")
     if "segment_ap" in result:
         print(f"matching track segment AP: {result['segment_ap']:.4f}  ({result['matches']} predicted segments)")

@@ -438,13 +438,15 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.extractor import ExtractorConfig
+
     parser = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", required=True, help="directory of videos")
     parser.add_argument("--backends", default="gpu,gpu-serial,cpu,naive", help=f"comma list of {', '.join(E2E_MODES)}")
     parser.add_argument("--json", required=True, help="where to write the JSON report")
     parser.add_argument("--limit", type=int, default=None, help="use the first N videos (sorted by name)")
     parser.add_argument("--model-dir", default=None, help="model assets directory (default: the installed model_assets)")
-    parser.add_argument("--fps", type=float, default=1.0, help="samples per second")
+    parser.add_argument("--fps", type=float, default=ExtractorConfig().sample_fps, help="samples per second (default: the runtime default)")
     parser.add_argument("--batch", type=int, default=256, help="TensorRT batch (engine max batch)")
     parser.add_argument("--cpu-batch", type=int, default=32, help="ONNX Runtime batch for the cpu mode")
     parser.add_argument("--infer-batch", type=int, default=64, help="batch of the TensorRT vs ONNX Runtime inference-only comparison")
