@@ -75,6 +75,9 @@ VARIANTS = (
     Variant("pca128 +score norm +2fps budgeted +dedup0.9", pca_dim=128, fps=2.0, duplicate_similarity=0.9, score_norm=True),
     Variant("pca256 +score norm +2fps budgeted +dedup0.9", fps=2.0, duplicate_similarity=0.9, score_norm=True),
     Variant("pca64 +score norm +2fps budgeted +dedup0.9", pca_dim=64, fps=2.0, duplicate_similarity=0.9, score_norm=True),
+    # The localisation node threshold on score-normalised similarities (the default is 0.15).
+    *(Variant(f"pca128 +score norm +2fps budgeted +dedup0.9, match threshold {t}", pca_dim=128, fps=2.0,
+              duplicate_similarity=0.9, score_norm=True, min_similarity=t) for t in (0.0, 0.05, 0.1, 0.2, 0.3)),
 )
 
 
@@ -126,8 +129,10 @@ def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, datase
         q, r = normalize_queries(q, noise, normalization), normalize_references(r, normalization)
     gt_pairs = read_descriptor_ground_truth(dataset / "descriptor_ground_truth.csv")
     descriptor = evaluate_descriptor_track(q, r, gt_pairs)
-    threshold = variant.min_similarity if variant.min_similarity is not None else (0.0 if normalization else 0.3)
-    matches = find_matches(q, r, config=MatchingConfig(normalization, LocalizationConfig(min_similarity=threshold)), already_normalized=True)
+    matching_config = MatchingConfig.for_descriptors(normalization)
+    if variant.min_similarity is not None:
+        matching_config = MatchingConfig(normalization, LocalizationConfig(min_similarity=variant.min_similarity))
+    matches = find_matches(q, r, config=matching_config, already_normalized=True)
     matching = evaluate_matching_track(matches, read_matching_ground_truth(dataset / "matching_ground_truth.csv"))
     return {
         "variant": variant.name,

@@ -125,9 +125,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     curves = {f"descriptor µAP={descriptor.uap:.3f}": (descriptor.pr_curve.recalls, descriptor.pr_curve.precisions)}
     matching_gt_file = dataset / "matching_ground_truth.csv"
     if matching_gt_file.is_file() and not args.no_matching:
-        localization = LocalizationConfig(min_similarity=args.min_similarity) if args.min_similarity is not None else (
-            LocalizationConfig() if normalization else LocalizationConfig(min_similarity=0.3))
-        matches = find_matches(search_queries, search_refs, config=MatchingConfig(normalization, localization), already_normalized=True)
+        matching_config = MatchingConfig.for_descriptors(normalization)
+        if args.min_similarity is not None:
+            matching_config = replace(matching_config, localization=LocalizationConfig(min_similarity=args.min_similarity))
+        matches = find_matches(search_queries, search_refs, config=matching_config, already_normalized=True)
         matching = evaluate_matching_track(matches, read_matching_ground_truth(matching_gt_file))
         result["segment_ap"] = matching.ap
         result["matches"] = len(matches)

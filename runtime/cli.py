@@ -90,8 +90,8 @@ def run_split(
     done = [store.load(t.video_id) for t in tasks if store.is_done(t.video_id)]
     save_descriptors(output, done, dim=extractor.output_dim)
     durations = {t.video_id: t.duration for t in tasks if t.duration is not None}
-    if len(durations) == len(tasks):
-        validate_descriptor_file(output, durations)
+    # The budget check needs every duration; the format checks always run.
+    validate_descriptor_file(output, durations if len(durations) == len(tasks) else None)
     failures = [f for f in store.failures() if f.video_id in {t.video_id for t in tasks}]
     report = SplitReport(
         split=split,
@@ -200,8 +200,7 @@ def _main(args: argparse.Namespace) -> int:
         from runtime.evaluation.matching_track import write_matches_csv
         from runtime.matching import MatchingConfig, find_matches
 
-        matches = find_matches(queries, refs, config=MatchingConfig(score_normalization=extractor.normalization),
-                               already_normalized=True)
+        matches = find_matches(queries, refs, config=MatchingConfig.for_descriptors(extractor.normalization), already_normalized=True)
         matches_file = output_dir / MATCHES_FILE
         matches_file.parent.mkdir(parents=True, exist_ok=True)
         write_matches_csv(matches, matches_file)
