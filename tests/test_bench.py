@@ -39,7 +39,7 @@ def test_cpu_and_naive_run_for_real_and_gpu_modes_are_reported(video_dir: Path, 
     out = tmp_path / "bench.json"
     code = main(
         ["--videos", str(video_dir), "--backends", "gpu,gpu-serial,cpu,naive", "--json", str(out), "--model-dir", str(MANIFEST.parent),
-         "--infer-batch", "4", "--infer-seconds", "0.2", "--cpu-workers", "2", "--cpu-batch", "4"]
+         "--infer-batch", "4", "--infer-seconds", "0.2", "--cpu-workers", "2", "--cpu-batch", "4", "--fps", "1"]
     )
     assert code == 0
     report = json.loads(out.read_text())
