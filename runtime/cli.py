@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.dataset import DatasetError, VideoTask, video_tasks
 from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors, validate_descriptor_file
-from runtime.embeddings import VideoEmbeddings, VideoFailure
+from runtime.embeddings import VideoFailure
 from runtime.extractor import Extractor, ExtractorConfig, build_extractor
 from runtime.fileio import atomic_write_text
 from runtime.results import ResultStore

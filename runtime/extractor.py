@@ -154,6 +154,8 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
     sampling = SamplingPolicy(fps=config.sample_fps)
     budget = BudgetConfig(config.descriptors_per_second, config.duplicate_similarity)
     postprocessor = load_postprocessor(manifest, budget)
+    model_dim = manifest.output.dim
+    postprocessor.output_dim(model_dim)  # fail early when the descriptors would exceed 512 dims
     preprocess = preprocess_config(manifest)
     device = config.device
     if device in ("auto", "gpu"):
@@ -169,7 +171,6 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
         from runtime.gpu.pipeline import build_gpu_pipeline
 
         pipeline = build_gpu_pipeline(manifest, sampling, preprocess, decode_timeout=config.decode_timeout)
-        model_dim = manifest.output.dim
     else:
         from runtime.backends.ort import OnnxRuntimeBackend
         from runtime.decode.pyav import PyAVDecoder
@@ -183,12 +184,9 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
             preprocess=preprocess,
             decode_workers=config.decode_workers,
         )
-        model_dim = manifest.output.dim
     noise, normalization = None, None
     if config.score_normalization:
         if manifest.noise_set_path is None:
             raise ValueError("score normalisation needs a noise set in the model assets (manifest 'noise_set'); use --no-score-norm")
         noise, normalization = load_noise_set(manifest.noise_set_path), ScoreNormalization()
-    extractor = Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization)
-    extractor.output_dim  # fails early when the descriptors would exceed 512 dims
-    return extractor
+    return Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization)

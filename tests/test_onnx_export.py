@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
