@@ -7,11 +7,12 @@
 # Steps marked HERE run on the development machine (repo root); DEVICE steps run on the GPU
 # host through the device tool (`run`), from the repo root, one command per call (each < 10 min).
 #
-#   HERE:   bash benchmarks/gpu_host_checks.sh prepare            # bundle parts + cp310 wheels (vcd-runtime with fatbin, av, pytest...)
+#   HERE:   bash benchmarks/gpu_host_checks.sh prepare            # bundle parts + cp310 native parts (vcd_core, fatbin) + wheels
 #   HERE:   bash benchmarks/gpu_host_checks.sh place K             # put bundle part K in .gpu-bundle/  (K = 0 .. COUNT-1)
 #   DEVICE: bash .gpu-bundle/remote.sh stage K                      # carry [".gpu-bundle"], once per part, in order
 #   DEVICE: bash .gpu-bundle/remote.sh install                      # carry [".gpu-bundle"] (after the last part)
-#   DEVICE: bash benchmarks/gpu_host_checks.sh remote-wheels       # carry [".gpu-wheels"]
+#   DEVICE: bash benchmarks/gpu_host_checks.sh remote-wheels       # carry [".gpu-wheels"]  (av, vcd_core, fatbin)
+#   DEVICE: bash benchmarks/gpu_host_checks.sh remote-wheels       # carry [".gpu-wheels2"] (pytest, hypothesis, pandas, tqdm)
 #   DEVICE: bash benchmarks/gpu_host_checks.sh remote-tests        # GPU pytest (FAIL_WITHOUT_CUDA=1); builds+caches the engine (~2 min)
 #   DEVICE: bash benchmarks/gpu_host_checks.sh remote-videos       # synthetic benchmark videos (no network on the host)
 #   DEVICE: bash benchmarks/gpu_host_checks.sh remote-bench        # runtime.bench all modes + NVDEC session sweep -> $OUT
@@ -21,6 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 WHEELS=.gpu-wheels
+WHEELS2=.gpu-wheels2
 EXTRA=/opt/gpu-extra
 VIDEOS=${VCD_BENCH_VIDEOS:-/tmp/vcd-bench-videos}
 OUTDIR=${OUT:-/tmp/vcd-bench-out}
@@ -29,33 +31,45 @@ PY310="${PY310:-$(pyenv root 2>/dev/null)/versions/3.10.13}/bin/python3.10"
 remote_env() {
   source /opt/gpu-bundle/env.sh
   export PYTHONPATH="$EXTRA:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  export VCD_TRT_CACHE=/tmp/vcd-trt-cache PYTHONUNBUFFERED=1
+  export VCD_TRT_CACHE=/tmp/vcd-trt-cache PYTHONUNBUFFERED=1 VCD_CUDA_FATBIN="$EXTRA/native/preprocess_kernels.fatbin"
   mkdir -p "$OUTDIR"
 }
 
 case "${1:-}" in
   prepare)
-    grep -qxF '/.gpu-wheels/' .git/info/exclude 2>/dev/null || echo '/.gpu-wheels/' >> .git/info/exclude
+    exclude="$(git rev-parse --git-path info/exclude)"; mkdir -p "$(dirname "$exclude")"
+    for d in /.gpu-wheels/ /.gpu-wheels2/ /.gpu-bundle/; do grep -qxF "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"; done
     bash ../shared/gpu-bundle/build.sh 40
-    rm -rf "$WHEELS" && mkdir -p "$WHEELS"
-    # vcd-runtime for CPython 3.10 (vcd_core extension + preprocess_kernels.fatbin; needs nvcc here)
-    "$PY310" -m pip wheel -q --no-deps -w "$WHEELS" .
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$WHEELS" \
-      av==17.1.0 pytest==8.3.4 pluggy==1.5.0 iniconfig==2.0.0 exceptiongroup==1.2.2 tomli==2.2.1 hypothesis==6.122.3 \
-      attrs==24.3.0 sortedcontainers==2.4.0
-    unzip -l "$WHEELS"/vcd_runtime-*.whl | grep -q preprocess_kernels.fatbin || { echo "wheel lacks the CUDA fatbin (nvcc missing?)" >&2; exit 2; }
-    du -sh "$WHEELS"; echo "bundle parts: $(cat "${BUNDLE_CACHE:-$HOME/.cache/gpu-bundle}/parts/COUNT")" ;;
+    # Two carries: the working tree (~18 MB) plus one folder must stay under the 64 MiB transfer limit.
+    rm -rf "$WHEELS" "$WHEELS2" && mkdir -p "$WHEELS/native" "$WHEELS2"
+    # Only the native parts of vcd-runtime for CPython 3.10 (the checkout's runtime/ supplies the rest).
+    tmp=$(mktemp -d)
+    "$PY310" -m pip wheel -q --no-deps -w "$tmp" .
+    unzip -q -j "$tmp"/vcd_runtime-*.whl 'vcd_core*.so' 'runtime/gpu/preprocess_kernels.fatbin' -d "$WHEELS/native" \
+      || { echo "wheel lacks vcd_core or the CUDA fatbin (nvcc missing?)" >&2; exit 2; }
+    rm -rf "$tmp"
+    dl310() {
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 "$@"
+    }
+    dl310 -d "$WHEELS" av==17.1.0
+    dl310 -d "$WHEELS2" pytest==8.3.4 pluggy==1.5.0 iniconfig==2.0.0 exceptiongroup==1.2.2 tomli==2.2.1 hypothesis==6.122.3 \
+      attrs==24.3.0 sortedcontainers==2.4.0 packaging==24.2 pandas==2.2.3 python-dateutil==2.9.0.post0 pytz==2024.2 \
+      tzdata==2024.2 six==1.17.0 tqdm==4.67.1
+    du -sh "$WHEELS" "$WHEELS2"; echo "bundle parts: $(cat "${BUNDLE_CACHE:-$HOME/.cache/gpu-bundle}/parts/COUNT")" ;;
   place)
     bash ../shared/gpu-bundle/build.sh --place "$2" .gpu-bundle ;;
-  remote-wheels)
+  remote-wheels)  # run twice: carry [".gpu-wheels"], then carry [".gpu-wheels2"]; installs are additive
     source /opt/gpu-bundle/env.sh
-    rm -rf "$EXTRA" && python3.10 -m pip install -q --no-index --no-deps --no-compile --target "$EXTRA" "$WHEELS"/*.whl
-    # run the tests against this checkout's runtime/ but the wheel's vcd_core and fatbin
-    export VCD_CUDA_FATBIN="$EXTRA/runtime/gpu/preprocess_kernels.fatbin"
+    mkdir -p "$EXTRA/native"
+    for dir in "$WHEELS" "$WHEELS2"; do
+      [[ -d "$dir" ]] || continue
+      ls "$dir"/*.whl >/dev/null 2>&1 && python3.10 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$EXTRA" "$dir"/*.whl
+      [[ -d "$dir/native" ]] && cp "$dir"/native/vcd_core*.so "$EXTRA/" && cp "$dir/native/preprocess_kernels.fatbin" "$EXTRA/native/"
+    done
     PYTHONPATH="$EXTRA" python3.10 -c "import vcd_core, av, tensorrt, pycuda.driver as c, PyNvVideoCodec as n; c.init(); print('ok', tensorrt.__version__, c.Device(0).name(), 'PyNvVideoCodec', getattr(n, '__version__', '?'))" ;;
   remote-tests)
-    remote_env; export VCD_CUDA_FATBIN="$EXTRA/runtime/gpu/preprocess_kernels.fatbin"
+    remote_env
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUTDIR/gpu.txt"
     FAIL_WITHOUT_CUDA=1 python3.10 -m pytest -q -p no:cacheprovider -m gpu \
       tests/test_cuda_preprocess.py tests/test_nvdec_decoder.py tests/test_trt_backend.py tests/test_robustness.py 2>&1 | tee "$OUTDIR/gpu_tests.txt" ;;
@@ -80,7 +94,7 @@ with ProcessPoolExecutor(16) as pool:
 PY
     ;;
   remote-bench)
-    remote_env; export VCD_CUDA_FATBIN="$EXTRA/runtime/gpu/preprocess_kernels.fatbin"
+    remote_env
     python3.10 -m runtime.bench --videos "$VIDEOS" --backends gpu,gpu-serial,cpu,naive --json "$OUTDIR/bench.json" \
       --workers 7 --batch 256 --cpu-workers 16 --engine-cache "$VCD_TRT_CACHE" 2>&1 | tee "$OUTDIR/bench.txt"
     for n in 1 12; do  # NVDEC session sweep (decode-only + gpu end-to-end)
