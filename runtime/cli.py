@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.dataset import DatasetError, VideoTask, video_tasks
 from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors, validate_descriptor_file
-from runtime.embeddings import VideoFailure
+from runtime.embeddings import VideoEmbeddings, VideoFailure
 from runtime.extractor import Extractor, ExtractorConfig, build_extractor
 from runtime.fileio import atomic_write_text
 from runtime.results import ResultStore
@@ -80,12 +80,17 @@ def run_split(
     by_id = {t.video_id: t for t in todo}
     with tqdm(total=len(todo), desc=f"{split} videos", unit="video", disable=not progress) as bar:
         for result in extractor.run(todo):
+            if isinstance(result, VideoEmbeddings):
+                try:
+                    descriptors = extractor.finalize(result, by_id[result.video_id].duration, role=split)
+                except (ValueError, ArithmeticError) as exc:  # one bad video must not stop the run
+                    result = VideoFailure(result.video_id, result.info.path, "postprocess", type(exc).__name__, str(exc))
+                else:
+                    store.save(descriptors)
+                    timings.append(sum(result.timings.values()))
             if isinstance(result, VideoFailure):
                 logger.error("%s: %s failed (%s): %s", result.video_id, result.stage, result.error_type, result.message)
                 store.record_failure(result)
-            else:
-                store.save(extractor.finalize(result, by_id[result.video_id].duration, role=split))
-                timings.append(sum(result.timings.values()))
             bar.update(1)
     done = [store.load(t.video_id) for t in tasks if store.is_done(t.video_id)]
     save_descriptors(output, done, dim=extractor.output_dim)

@@ -84,3 +84,22 @@ def test_environment_overrides_and_gpu_request_without_gpu(data_dir, tmp_path):
     assert gpu.returncode in (0, 2)
     if gpu.returncode == 2:
         assert "GPU path is unavailable" in gpu.stderr
+
+
+def test_postprocess_failure_is_recorded_per_video(data_dir, tmp_path, monkeypatch):
+    import json
+
+    from runtime.extractor import Extractor
+
+    original = Extractor.finalize
+
+    def failing_for_q2(self, video, duration, role="query"):
+        if video.video_id == "Q2":
+            raise ValueError("injected postprocessing failure")
+        return original(self, video, duration, role)
+
+    monkeypatch.setattr(Extractor, "finalize", failing_for_q2)
+    assert main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    errors = json.loads((tmp_path / "errors.json").read_text())
+    assert [(e["video_id"], e["stage"], e["message"]) for e in errors] == [("Q2", "postprocess", "injected postprocessing failure")]
+    assert [v.video_id for v in load_descriptors(tmp_path / "subset_query_descriptors.npz")] == ["Q1"]
