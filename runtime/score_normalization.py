@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from runtime.descriptors import MAX_DESCRIPTOR_DIM, VideoDescriptors, atomic_save_npz
+from runtime.postprocess import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,6 @@ class ScoreNormalization:
             raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
         if self.aggregation not in _AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {_AGGREGATIONS}, got {self.aggregation!r}")
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    # Zero rows stay zero instead of becoming NaN.
-    return (x / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
 
 
 def _check_output_dim(dim: int) -> None:
@@ -150,10 +145,10 @@ def normalize_queries(
     noise = np.asarray(noise, dtype=np.float32)
     _check_noise(noise, dim)
     if config.l2_normalize:
-        noise = _l2_normalize(noise)
+        noise = l2_normalize(noise)
     features = [np.asarray(q.features, dtype=np.float32) for q in queries]
     if config.l2_normalize:
-        features = [_l2_normalize(f) for f in features]
+        features = [l2_normalize(f) for f in features]
     # One search for all queries: the index is built once per call.
     bias = query_bias(np.concatenate(features), noise, config)
     if len(bias):
@@ -191,7 +186,7 @@ def normalize_references(
     for ref in refs:
         feature = np.asarray(ref.features, dtype=np.float32)
         if config.l2_normalize:
-            feature = _l2_normalize(feature)
+            feature = l2_normalize(feature)
         ones = np.ones((len(feature), 1), dtype=np.float32)
         out.append(dataclasses.replace(ref, features=np.concatenate([feature, ones], axis=1)))
     return out

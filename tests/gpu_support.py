@@ -21,24 +21,9 @@ FAIL_ENV = "FAIL_WITHOUT_CUDA"
 @functools.cache
 def gpu_stack_status(packages: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> tuple[bool, str]:
     """(usable, reason): the packages import, a CUDA device exists and the kernels are built."""
-    from runtime.gpu import missing_gpu_packages
+    from runtime.gpu import gpu_runtime_status
 
-    missing = missing_gpu_packages(packages)
-    if missing:
-        return False, f"missing packages {missing}"
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        if cuda.Device.count() < 1:
-            return False, "no CUDA device"
-    except Exception as exc:  # noqa: BLE001 - any driver problem means no GPU here
-        return False, f"CUDA driver unusable: {type(exc).__name__}: {exc}"
-    from runtime.gpu.cuda_preprocess import find_fatbin
-
-    if find_fatbin() is None:
-        return False, "CUDA kernels (preprocess_kernels.fatbin) not built"
-    return True, "ok"
+    return gpu_runtime_status(packages=packages)
 
 
 def require_gpu(packages: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> None:

@@ -29,16 +29,16 @@ def missing_gpu_packages(names: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVi
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
-def gpu_runtime_status(device: int = 0) -> tuple[bool, str]:
+def gpu_runtime_status(device: int = 0, packages: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> tuple[bool, str]:
     """Whether the GPU path (NVDEC + CUDA kernels + TensorRT) can run here, and why not.
 
-    Checks the packages, a CUDA device and the compiled kernels; initialises the CUDA
-    driver (no context is created).
+    Checks the packages (all of the GPU path's by default), a CUDA device and the compiled
+    kernels; initialises the CUDA driver (no context is created).
 
     Returns:
         (True, description) or (False, reason).
     """
-    missing = missing_gpu_packages()
+    missing = missing_gpu_packages(packages)
     if missing:
         return False, f"missing Python packages {missing} (install vcd-runtime[gpu])"
     try:
