@@ -21,24 +21,33 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.evaluate import PRECISION_FOR_EDIT_RECALL, edit_recall
-from runtime.backends.ort import OnnxRuntimeBackend
-from runtime.dataset import VideoTask, video_tasks
-from runtime.decode.base import VideoInfo
 from runtime.decode.pyav import PyAVDecoder
-from runtime.descriptors import VideoDescriptors
-from runtime.embeddings import VideoEmbeddings, VideoFailure
 from runtime.evaluation.descriptor_track import evaluate_descriptor_track
-from runtime.evaluation.ground_truth import read_descriptor_ground_truth, read_matching_ground_truth
 from runtime.evaluation.matching_track import evaluate_matching_track
-from runtime.extractor import preprocess_config
-from runtime.localization import LocalizationConfig
-from runtime.matching import MatchingConfig, find_matches
+from runtime.infer.ort import OnnxRuntimeBackend
+from runtime.io.dataset import video_tasks
+from runtime.io.descriptors import VideoDescriptors
+from runtime.io.ground_truth import (
+    read_descriptor_ground_truth,
+    read_matching_ground_truth,
+)
+from runtime.io.results import ResultStore
+from runtime.matching.localization import LocalizationConfig
+from runtime.matching.matcher import MatchingConfig, find_matches
 from runtime.model_manifest import ModelManifest, default_model_dir
-from runtime.pipeline import CpuPipeline
-from runtime.postprocess import BudgetConfig, Postprocessor, Projection
-from runtime.results import ResultStore
+from runtime.pipeline.devices import build_host_pipeline
+from runtime.pipeline.extractor import preprocess_config
+from runtime.postprocess.budget import BudgetConfig
+from runtime.postprocess.postprocessor import Postprocessor
+from runtime.postprocess.projection import Projection
+from runtime.postprocess.score_normalization import (
+    ScoreNormalization,
+    fit_noise_set,
+    normalize_queries,
+    normalize_references,
+)
+from runtime.records import VideoEmbeddings, VideoFailure, VideoInfo, VideoTask
 from runtime.sampling import SamplingPolicy
-from runtime.score_normalization import ScoreNormalization, fit_noise_set, normalize_queries, normalize_references
 
 logger = logging.getLogger("benchmarks.ablation")
 
@@ -88,7 +97,7 @@ def raw_embeddings(tasks: list[VideoTask], manifest: ModelManifest, store_dir: P
     store = ResultStore(store_dir, {"onnx_sha256": manifest.onnx_sha256, "raw_fps": fps, "preprocess": asdict(preprocess_config(manifest))})
     todo = [t for t in tasks if not store.is_done(t.video_id)]
     if todo:
-        pipeline = CpuPipeline(PyAVDecoder(), OnnxRuntimeBackend(manifest.onnx_path), SamplingPolicy(fps=fps), preprocess_config(manifest))
+        pipeline = build_host_pipeline(PyAVDecoder(), OnnxRuntimeBackend(manifest.onnx_path), SamplingPolicy(fps=fps), preprocess_config(manifest))
         for result in tqdm(pipeline.run(todo), total=len(todo), desc=f"raw {store_dir.name}", unit="video"):
             if isinstance(result, VideoFailure):
                 logger.warning("%s failed: %s", result.video_id, result.message)

@@ -22,15 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import run_split
-from runtime.dataset import video_tasks
-from runtime.descriptors import VideoDescriptors
 from runtime.evaluation.descriptor_track import evaluate_descriptor_track
-from runtime.evaluation.ground_truth import read_descriptor_ground_truth, read_matching_ground_truth
-from runtime.evaluation.matching_track import evaluate_matching_track, write_matches_csv
-from runtime.extractor import Extractor, ExtractorConfig, build_extractor
-from runtime.localization import LocalizationConfig
-from runtime.matching import MatchingConfig, find_matches, prepare_for_search
-from runtime.score_normalization import ScoreNormalization, load_noise_set
+from runtime.evaluation.matching_track import evaluate_matching_track
+from runtime.io.dataset import video_tasks
+from runtime.io.descriptors import VideoDescriptors
+from runtime.io.ground_truth import (
+    read_descriptor_ground_truth,
+    read_matching_ground_truth,
+)
+from runtime.io.matches import write_matches_csv
+from runtime.matching.localization import LocalizationConfig
+from runtime.matching.matcher import MatchingConfig, find_matches, prepare_for_search
+from runtime.pipeline.extractor import Extractor, ExtractorConfig, build_extractor
+from runtime.postprocess.score_normalization import ScoreNormalization, load_noise_set
 
 logger = logging.getLogger("benchmarks.evaluate")
 

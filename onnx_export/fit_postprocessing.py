@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.ort import OnnxRuntimeBackend
-from runtime.dataset import video_tasks
 from runtime.decode.pyav import PyAVDecoder
-from runtime.descriptors import VideoDescriptors
-from runtime.embeddings import VideoEmbeddings
-from runtime.extractor import preprocess_config
+from runtime.infer.ort import OnnxRuntimeBackend
+from runtime.io.dataset import video_tasks
+from runtime.io.descriptors import VideoDescriptors
 from runtime.model_manifest import ModelManifest
-from runtime.pipeline import CpuPipeline
-from runtime.postprocess import Projection
+from runtime.pipeline.devices import build_host_pipeline
+from runtime.pipeline.extractor import preprocess_config
+from runtime.postprocess.projection import Projection
+from runtime.postprocess.score_normalization import fit_noise_set, save_noise_set
+from runtime.records import VideoEmbeddings
 from runtime.sampling import SamplingPolicy
-from runtime.score_normalization import fit_noise_set, save_noise_set
 
 logger = logging.getLogger("onnx_export.fit_postprocessing")
 
@@ -41,7 +41,7 @@ def train_embeddings(train_dir: Path, manifest: ModelManifest, sample_fps: float
     from tqdm import tqdm
 
     tasks = video_tasks(train_dir, "reference")
-    pipeline = CpuPipeline(PyAVDecoder(), OnnxRuntimeBackend(manifest.onnx_path), SamplingPolicy(fps=sample_fps), preprocess_config(manifest))
+    pipeline = build_host_pipeline(PyAVDecoder(), OnnxRuntimeBackend(manifest.onnx_path), SamplingPolicy(fps=sample_fps), preprocess_config(manifest))
     out = []
     for result in tqdm(pipeline.run(tasks), total=len(tasks), desc="train references", unit="video"):
         if isinstance(result, VideoEmbeddings):

@@ -4,7 +4,7 @@
 
 End-to-end modes:
 
-* ``gpu``: NVDEC sessions + CUDA preprocessing + TensorRT FP16, overlapped (``GpuPipeline``).
+* ``gpu``: NVDEC sessions + CUDA preprocessing + TensorRT FP16, overlapped (``Pipeline``).
 * ``gpu-serial``: the same stages run one after another (``overlap=False``).
 * ``cpu``: PyAV + ONNX Runtime through the same batching pipeline on host memory.
 * ``naive``: decode a video's sampled frames, then embed them one image at a time.
@@ -53,13 +53,13 @@ def latency_summary(seconds: list[float]) -> dict[str, float | None]:
 
 
 def gpu_status() -> tuple[bool, str]:
-    from runtime.gpu import gpu_runtime_status
+    from runtime.device.cuda import gpu_runtime_status
 
     return gpu_runtime_status()
 
 
 def cpu_status() -> tuple[bool, str]:
-    from runtime.gpu import missing_gpu_packages
+    from runtime.device.cuda import missing_gpu_packages
 
     missing = missing_gpu_packages(("av", "onnxruntime", "vcd_core"))
     return (False, f"missing Python packages {missing}") if missing else (True, "PyAV + ONNX Runtime")
@@ -119,21 +119,21 @@ class Bench:
         return SamplingPolicy(fps=self.args.fps)
 
     def preprocess(self) -> Any:
-        from runtime.preprocess import PreprocessConfig
+        from runtime.preprocess.config import PreprocessConfig
 
         spec = self.manifest.input
         return PreprocessConfig(height=spec.height, width=spec.width, interpolation=spec.resize, crop=spec.crop)
 
     def ort(self) -> Any:
         if self._ort is None:
-            from runtime.backends.ort import OnnxRuntimeBackend
+            from runtime.infer.ort import OnnxRuntimeBackend
 
             self._ort = OnnxRuntimeBackend(self.manifest.onnx_path, batch_size=self.args.cpu_batch).activate()
         return self._ort
 
     def trt(self) -> Any:
         if self._trt is None:
-            from runtime.backends.trt import TensorRTBackend
+            from runtime.infer.trt import TensorRTBackend
 
             self._trt = TensorRTBackend(
                 self.manifest.onnx_path, max_batch=self.args.batch, opt_batch=max(1, self.args.batch // 2), cache_dir=self.args.engine_cache
@@ -166,14 +166,14 @@ class Bench:
 
     def _nvdec_decode_only(self) -> dict[str, Any]:
         from runtime.decode.nvdec import NvdecDecoder
-        from runtime.gpu import CudaContext
-        from runtime.gpu.pipeline import CudaOps, GpuPipeline
+        from runtime.device.cuda import CudaContext, CudaOps
+        from runtime.pipeline.scheduler import Pipeline
 
         context = CudaContext.get(0)
         ops = CudaOps(context)
         decoder = NvdecDecoder()
         sampling, preprocess = self.sampling(), self.preprocess()
-        pipeline = GpuPipeline(
+        pipeline = Pipeline(
             lambda worker: decoder.session(sampling, preprocess, ops),
             _NullEngine(self.args.batch),
             ops,
@@ -268,23 +268,20 @@ class Bench:
         }
 
     def _pipeline(self, mode: str) -> Any:
-        from runtime.gpu.pipeline import (
-            BackendEngine,
-            GpuPipeline,
-            HostDecodeSession,
-            HostOps,
-        )
+        from runtime.device.host import HostOps
+        from runtime.pipeline.host import BackendEngine, HostDecodeSession
+        from runtime.pipeline.scheduler import Pipeline
 
         sampling, preprocess = self.sampling(), self.preprocess()
         if mode in ("gpu", "gpu-serial"):
-            from runtime.backends.trt import TensorRTEngine
             from runtime.decode.nvdec import NvdecDecoder
-            from runtime.gpu.pipeline import CudaOps
+            from runtime.device.cuda import CudaOps
+            from runtime.infer.trt import TensorRTEngine
 
             backend = self.trt()
             decoder = NvdecDecoder()
             ops = CudaOps(backend.context)
-            return GpuPipeline(
+            return Pipeline(
                 lambda worker: decoder.session(sampling, preprocess, ops),
                 TensorRTEngine(backend),
                 ops,
@@ -296,7 +293,7 @@ class Bench:
 
         ops = HostOps()
         decoder = PyAVDecoder()
-        return GpuPipeline(
+        return Pipeline(
             lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops),
             BackendEngine(self.ort(), self.args.cpu_batch),
             ops,
@@ -371,7 +368,7 @@ def _try(function: Any, *args: Any) -> Any:
 def machine_info(with_gpu: bool) -> dict[str, Any]:
     info: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(), "gpu": None}
     if with_gpu:
-        from runtime.gpu import CudaContext
+        from runtime.device.cuda import CudaContext
 
         context = CudaContext.get(0)
         info["gpu"] = {"name": context.name, "compute_capability": list(context.compute_capability)}
@@ -438,7 +435,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.extractor import ExtractorConfig
+    from runtime.pipeline.extractor import ExtractorConfig
 
     parser = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", required=True, help="directory of videos")

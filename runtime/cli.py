@@ -22,12 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.dataset import DatasetError, VideoTask, video_tasks
-from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors, validate_descriptor_file
-from runtime.embeddings import VideoEmbeddings, VideoFailure
-from runtime.extractor import Extractor, ExtractorConfig, build_extractor
-from runtime.fileio import atomic_write_text
-from runtime.results import ResultStore
+from runtime.io.dataset import DatasetError, video_tasks
+from runtime.io.descriptors import (
+    VideoDescriptors,
+    load_descriptors,
+    save_descriptors,
+    validate_descriptor_file,
+)
+from runtime.io.fileio import atomic_write_text
+from runtime.io.results import ResultStore
+from runtime.pipeline.extractor import Extractor, ExtractorConfig, build_extractor
+from runtime.records import VideoEmbeddings, VideoFailure, VideoTask
 
 logger = logging.getLogger("runtime.cli")
 
@@ -202,8 +207,8 @@ def _main(args: argparse.Namespace) -> int:
     failed = sum(len(r.failures) for r in reports)
     print(f"errors: {failed} video(s) failed; details in {errors}")
     if args.track == "matching":
-        from runtime.evaluation.matching_track import write_matches_csv
-        from runtime.matching import MatchingConfig, find_matches
+        from runtime.io.matches import write_matches_csv
+        from runtime.matching.matcher import MatchingConfig, find_matches
 
         matches = find_matches(queries, refs, config=MatchingConfig.for_descriptors(extractor.normalization), already_normalized=True)
         matches_file = output_dir / MATCHES_FILE
@@ -212,14 +217,14 @@ def _main(args: argparse.Namespace) -> int:
         print(f"matching track: {len(matches)} segments -> {matches_file}")
         matching_gt = data_dir / "matching_ground_truth.csv"
         if matching_gt.is_file():
-            from runtime.evaluation.ground_truth import read_matching_ground_truth
             from runtime.evaluation.matching_track import evaluate_matching_track
+            from runtime.io.ground_truth import read_matching_ground_truth
 
             print(f"matching track segment AP: {evaluate_matching_track(matches, read_matching_ground_truth(matching_gt)).ap:.4f}")
     ground_truth = data_dir / "descriptor_ground_truth.csv"
     if refs and ground_truth.is_file():
         from runtime.evaluation.descriptor_track import evaluate_descriptor_track
-        from runtime.evaluation.ground_truth import read_descriptor_ground_truth
+        from runtime.io.ground_truth import read_descriptor_ground_truth
 
         result = evaluate_descriptor_track(queries, refs, read_descriptor_ground_truth(ground_truth))
         print(f"descriptor track µAP: {result.uap:.4f} (recall of ground-truth pairs {result.recall:.3f}) on {len(queries)} queries x {len(refs)} references")

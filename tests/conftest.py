@@ -12,7 +12,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not any("gpu" in item.keywords for item in items):
         return
     try:
-        from runtime.extractor import gpu_available
+        from runtime.pipeline.extractor import gpu_available
 
         ok, reason = gpu_available()
     except Exception as exc:  # noqa: BLE001 - report any import problem as the reason

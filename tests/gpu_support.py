@@ -21,7 +21,7 @@ FAIL_ENV = "FAIL_WITHOUT_CUDA"
 @functools.cache
 def gpu_stack_status(packages: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> tuple[bool, str]:
     """(usable, reason): the packages import, a CUDA device exists and the kernels are built."""
-    from runtime.gpu import gpu_runtime_status
+    from runtime.device.cuda import gpu_runtime_status
 
     return gpu_runtime_status(packages=packages)
 

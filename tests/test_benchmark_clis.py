@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks import ablation, evaluate
-from runtime.decode.base import VideoInfo
 from runtime.demo import demo_data_dir
-from runtime.embeddings import VideoEmbeddings
+from runtime.records import VideoEmbeddings, VideoInfo
 
 
 @pytest.mark.slow

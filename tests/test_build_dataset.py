@@ -21,7 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks import build_dataset as bd
-from benchmarks.edits import EDIT_REGISTRY, AppliedEdit, EditContext, apply_spatial_edits, sample_edits
+from benchmarks.edits import (
+    EDIT_REGISTRY,
+    AppliedEdit,
+    EditContext,
+    apply_spatial_edits,
+    sample_edits,
+)
 from benchmarks.sources import (
     SourceUnavailableError,
     _extract_member,

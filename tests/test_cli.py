@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from runtime.cli import main
-from runtime.descriptors import load_descriptors, validate_descriptor_file
-from runtime.evaluation.matching_track import evaluate_matching_track, read_matches_csv
+from runtime.evaluation.matching_track import evaluate_matching_track
+from runtime.io.descriptors import load_descriptors, validate_descriptor_file
+from runtime.io.matches import read_matches_csv
 from tests.video_factory import moving_pattern, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_environment_overrides_and_gpu_request_without_gpu(data_dir, tmp_path):
 def test_postprocess_failure_is_recorded_per_video(data_dir, tmp_path, monkeypatch):
     import json
 
-    from runtime.extractor import Extractor
+    from runtime.pipeline.extractor import Extractor
 
     original = Extractor.finalize
 

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 
-from runtime.backends.base import BackendError, InferenceBackend
-from runtime.dataset import VideoTask
 from runtime.decode.pyav import PyAVDecoder
-from runtime.embeddings import VideoEmbeddings, VideoFailure
-from runtime.pipeline import CpuPipeline
-from runtime.preprocess import PreprocessConfig
+from runtime.infer.base import BackendError, InferenceBackend
+from runtime.pipeline.devices import build_host_pipeline
+from runtime.preprocess.config import PreprocessConfig
+from runtime.records import VideoEmbeddings, VideoFailure, VideoTask
 from runtime.sampling import SamplingPolicy
 from tests.video_factory import write_video
 
@@ -50,8 +49,10 @@ def videos(tmp_path_factory):
     return [write_video(root / f"V{i}.mp4", num_frames=20 + 10 * i, fps=10, seed=i) for i in range(4)]
 
 
-def _pipeline(backend, workers=1):
-    return CpuPipeline(PyAVDecoder(), backend, SamplingPolicy(fps=1.0), PreprocessConfig(height=32, width=32), decode_workers=workers)
+def _pipeline(backend, workers=1, batch_size=32):
+    return build_host_pipeline(
+        PyAVDecoder(), backend, SamplingPolicy(fps=1.0), PreprocessConfig(height=32, width=32), decode_workers=workers, batch_size=batch_size
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -69,7 +70,8 @@ def test_results_in_order_and_failures_isolated(videos, tmp_path, workers):
 
 def test_inference_failure_is_per_video(videos):
     tasks = [VideoTask(f"V{i}", p, None) for i, p in enumerate(videos)]
-    results = list(_pipeline(PoolingBackend(fail_on_batch=2)).run(tasks))
+    # batches of 2 in input order: V0 V0 | V1 V1 | V1 V2 | ...; the second batch holds only V1's frames
+    results = list(_pipeline(PoolingBackend(fail_on_batch=2), batch_size=2).run(tasks))
     assert [type(r).__name__ for r in results] == ["VideoEmbeddings", "VideoFailure", "VideoEmbeddings", "VideoEmbeddings"]
     assert results[1].stage == "infer" and "injected failure" in results[1].message
 
@@ -96,4 +98,4 @@ def test_backend_contract_checks():
 
 def test_pipeline_rejects_bad_settings():
     with pytest.raises(ValueError, match="must be >= 1"):
-        CpuPipeline(PyAVDecoder(), PoolingBackend(), SamplingPolicy(), PreprocessConfig(), decode_workers=0)
+        build_host_pipeline(PyAVDecoder(), PoolingBackend(), SamplingPolicy(), PreprocessConfig(), decode_workers=0)

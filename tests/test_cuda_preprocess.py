@@ -12,7 +12,7 @@ from gpu_support import require_gpu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.gpu.cuda_preprocess import (
+from runtime.preprocess.cuda import (
     KERNEL_NAMES,
     area_taps,
     bilinear_taps,
@@ -115,8 +115,8 @@ def test_gpu_kernel_matches_the_cpu_resizer_on_pitched_planes(interpolation: str
     require_gpu(("pycuda",))
     import pycuda.driver as cuda
 
-    from runtime.gpu import CudaContext
-    from runtime.gpu.cuda_preprocess import CudaPreprocessor
+    from runtime.device.cuda import CudaContext
+    from runtime.preprocess.cuda import CudaPreprocessor
 
     rng = np.random.default_rng(7)
     height, width, pitch = 91, 130, 256

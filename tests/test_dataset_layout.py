@@ -1,6 +1,6 @@
 import pytest
 
-from runtime.dataset import DatasetError, read_metadata, read_video_ids, video_tasks
+from runtime.io.dataset import DatasetError, read_metadata, read_video_ids, video_tasks
 
 
 def _layout(root, subset="video_id\nQ2\nQ1\nQ1\n", metadata="video_id,duration_sec,frames_per_second\nQ1,10.5,30\nQ2,abc,30\n"):

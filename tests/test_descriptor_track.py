@@ -10,21 +10,21 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from runtime.descriptors import VideoDescriptors, save_descriptors
 from runtime.evaluation import descriptor_track
 from runtime.evaluation.descriptor_track import (
     evaluate_descriptor_files,
     evaluate_descriptor_track,
     micro_average_precision,
 )
-from runtime.evaluation.ground_truth import (
+from runtime.io.descriptors import VideoDescriptors, save_descriptors
+from runtime.io.ground_truth import (
     ground_truth_pairs,
     read_candidates_csv,
     read_descriptor_ground_truth,
     write_candidates_csv,
 )
-from runtime.evaluation.matching_track import Match
-from runtime.search import CandidatePair as C
+from runtime.records import CandidatePair as C
+from runtime.records import Match
 
 
 def video(video_id: str, features) -> VideoDescriptors:

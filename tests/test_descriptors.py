@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.descriptors import (
+from runtime.io.descriptors import (
     DescriptorFileError,
     VideoDescriptors,
     descriptor_budget,

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.decode.base import DecodeError, VideoInfo
-from runtime.embeddings import VideoEmbeddings, VideoFailure
-from runtime.gpu.pipeline import GpuPipeline, HostOps, VideoPlan
+from runtime.decode.base import DecodeError, VideoPlan
+from runtime.device.host import HostOps
+from runtime.pipeline.scheduler import Pipeline
+from runtime.records import VideoEmbeddings, VideoFailure, VideoInfo
 
 SHAPE = (3, 4, 4)
 
@@ -110,10 +111,10 @@ class FakeEngine:
         return FakePending(batch.reshape(count, 3, -1).mean(axis=2).astype(np.float32), self.delay)
 
 
-def make_pipeline(videos: list[FakeVideo], engine: FakeEngine, **kwargs) -> tuple[GpuPipeline, list[Task]]:
+def make_pipeline(videos: list[FakeVideo], engine: FakeEngine, **kwargs) -> tuple[Pipeline, list[Task]]:
     ops = HostOps()
     by_path = {f"v{v.index}.mp4": v for v in videos}
-    pipeline = GpuPipeline(lambda worker: FakeSession(by_path, ops), engine, ops, SHAPE, **kwargs)
+    pipeline = Pipeline(lambda worker: FakeSession(by_path, ops), engine, ops, SHAPE, **kwargs)
     return pipeline, [Task(f"Q{v.index:03d}", f"v{v.index}.mp4") for v in videos]
 
 

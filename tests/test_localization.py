@@ -9,8 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.descriptors import VideoDescriptors
-from runtime.localization import LocalizationConfig, SegmentMatch, localize, localize_pair
+from runtime.io.descriptors import VideoDescriptors
+from runtime.matching.localization import (
+    LocalizationConfig,
+    SegmentMatch,
+    localize,
+    localize_pair,
+)
 
 DIM = 128
 # Raw cosine similarities of random 128-d unit vectors have std ~0.09: 0.5 is never reached by chance.
@@ -260,7 +265,11 @@ def test_outputs_are_well_formed(n_q, n_r, copy_len, min_similarity, aggregation
 
 
 def test_default_config_on_score_normalised_descriptors() -> None:
-    from runtime.score_normalization import fit_noise_set, normalize_queries, normalize_references
+    from runtime.postprocess.score_normalization import (
+        fit_noise_set,
+        normalize_queries,
+        normalize_references,
+    )
 
     rng = np.random.default_rng(12)
     train_refs = [_video(f"T{i}", _random(rng, 50)) for i in range(20)]

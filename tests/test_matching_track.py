@@ -11,13 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.evaluation.ground_truth import read_matching_ground_truth
-from runtime.evaluation.matching_track import (
-    Match,
-    evaluate_matching_track,
-    read_matches_csv,
-    write_matches_csv,
-)
+from runtime.evaluation.matching_track import evaluate_matching_track
+from runtime.io.ground_truth import read_matching_ground_truth
+from runtime.io.matches import read_matches_csv, write_matches_csv
+from runtime.records import Match
 
 
 def m(qs, qe, rs, re, score=1.0, query_id="Q1", ref_id="R2") -> Match:

@@ -7,7 +7,6 @@ import threading
 import time
 
 import numpy as np
-
 import vcd_core
 
 EXPECTED_FUNCTIONS = {"sample_uniform", "sample_at_times", "resize_rgb", "resize_nv12", "resize_yuv420p"}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gpu_support import require_gpu
 
-from runtime.decode.base import VideoInfo
 from runtime.decode.nvdec import _frame_planes, _NvdecUnusable, nvdec_fallback_reason
+from runtime.records import VideoInfo
 
 
 def info(codec: str = "h264", width: int = 1280, height: int = 720, pixel_format: str = "yuv420p") -> VideoInfo:
@@ -76,7 +76,7 @@ def test_nvdec_frames_match_pyav(tmp_path: Path, rotation: int) -> None:
 
     from runtime.decode.nvdec import NvdecDecoder
     from runtime.decode.pyav import PyAVDecoder
-    from runtime.preprocess import PreprocessConfig
+    from runtime.preprocess.config import PreprocessConfig
     from runtime.sampling import SamplingPolicy
 
     path = write_video(tmp_path / "v.mp4", num_frames=60, height=96, width=160, fps=25, rotation=rotation)
@@ -95,7 +95,7 @@ def test_unsupported_stream_falls_back_to_pyav_with_a_note(tmp_path: Path) -> No
     from video_factory import write_video
 
     from runtime.decode.nvdec import NvdecDecoder
-    from runtime.preprocess import PreprocessConfig
+    from runtime.preprocess.config import PreprocessConfig
     from runtime.sampling import SamplingPolicy
 
     path = write_video(tmp_path / "tiny.mp4", num_frames=10, height=16, width=32, fps=10)  # below 48x16

@@ -3,9 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.decode.base import VideoInfo
-from runtime.embeddings import VideoEmbeddings
-from runtime.postprocess import BudgetConfig, Postprocessor, Projection, frame_priority, l2_normalize, select_samples
+from runtime.postprocess.budget import BudgetConfig, frame_priority, select_samples
+from runtime.postprocess.postprocessor import Postprocessor
+from runtime.postprocess.projection import Projection, l2_normalize
+from runtime.records import VideoEmbeddings, VideoInfo
 
 
 def _unit(rng, n, d):

@@ -18,12 +18,13 @@ import re
 import av
 import numpy as np
 import pytest
+import vcd_core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import vcd_core
-from runtime.preprocess import PreprocessConfig, preprocess_nv12, preprocess_rgb, preprocess_yuv420p
+from runtime.preprocess.config import PreprocessConfig
+from runtime.preprocess.cpu import preprocess_nv12, preprocess_rgb, preprocess_yuv420p
 
 # --- numpy references --------------------------------------------------------------------
 

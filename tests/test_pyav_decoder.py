@@ -6,7 +6,8 @@ import pytest
 
 from runtime.decode.base import DecodeError
 from runtime.decode.pyav import PyAVDecoder
-from runtime.preprocess import PreprocessConfig, preprocess_rgb
+from runtime.preprocess.config import PreprocessConfig
+from runtime.preprocess.cpu import preprocess_rgb
 from runtime.sampling import SamplingPolicy
 from tests.video_factory import write_video
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from runtime.descriptors import VideoDescriptors
-from runtime.embeddings import VideoFailure
-from runtime.results import ResultStore
+from runtime.io.descriptors import VideoDescriptors
+from runtime.io.results import ResultStore
+from runtime.records import VideoFailure
 
 
 def _video(video_id: str, n: int = 2) -> VideoDescriptors:

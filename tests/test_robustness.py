@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime.cli import main
-from runtime.descriptors import load_descriptors, validate_descriptor_file
+from runtime.io.descriptors import load_descriptors, validate_descriptor_file
 from tests.bad_inputs import CORPUS
 from tests.video_factory import write_video
 

@@ -7,12 +7,11 @@ import re
 
 import numpy as np
 import pytest
+import vcd_core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vcd_core
 from runtime.sampling import FrameSelection, SamplingPolicy, select_frames
-
 
 # --- reference (Note [Sampling contract] in cpp/sampler.h, written independently) -------
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.descriptors import VideoDescriptors
-from runtime.score_normalization import (
+from runtime.io.descriptors import VideoDescriptors
+from runtime.postprocess.score_normalization import (
     ScoreNormalization,
     drop_dimension,
     fit_noise_set,

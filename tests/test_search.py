@@ -7,15 +7,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from runtime.descriptors import VideoDescriptors
-from runtime.search import (
-    CandidatePair,
-    FramePair,
-    ReferenceIndex,
+from runtime.io.descriptors import VideoDescriptors
+from runtime.records import CandidatePair, FramePair
+from runtime.search.candidates import (
     candidate_pairs,
     global_top_k_frame_pairs,
     knn_frame_pairs,
 )
+from runtime.search.index import ReferenceIndex
 
 
 def video(video_id: str, features, start: float = 0.0) -> VideoDescriptors:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gpu_support import require_gpu
 
-from runtime.backends.base import BackendError
+from runtime.infer.base import BackendError
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "model_assets" / "manifest.json"
@@ -19,7 +19,7 @@ MANIFEST = REPO / "model_assets" / "manifest.json"
 
 def test_importing_runtime_and_the_module_needs_no_gpu_packages() -> None:
     code = (
-        "import sys, runtime, runtime.backends.trt, runtime.gpu, runtime.gpu.pipeline, runtime.gpu.cuda_preprocess, runtime.bench; "
+        "import sys, runtime, runtime.infer.trt, runtime.device.cuda, runtime.pipeline.scheduler, runtime.preprocess.cuda, runtime.bench; "
         "bad = [m for m in ('tensorrt', 'pycuda', 'pycuda.driver', 'PyNvVideoCodec') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -32,7 +32,7 @@ def test_constructing_without_a_package_names_it(monkeypatch: pytest.MonkeyPatch
     if missing == "pycuda":
         monkeypatch.setitem(sys.modules, "pycuda.driver", None)
         monkeypatch.setitem(sys.modules, "tensorrt", importlib.import_module("types").ModuleType("tensorrt"))
-    trt = importlib.import_module("runtime.backends.trt")
+    trt = importlib.import_module("runtime.infer.trt")
     with pytest.raises(BackendError, match=f"'{missing}' package is not importable"):
         trt.TensorRTBackend(tmp_path / "model.onnx")
 
@@ -47,14 +47,14 @@ def test_constructing_without_a_package_names_it(monkeypatch: pytest.MonkeyPatch
     ],
 )
 def test_bad_arguments_are_rejected_before_any_import(kwargs: dict, message: str) -> None:
-    from runtime.backends.trt import TensorRTBackend
+    from runtime.infer.trt import TensorRTBackend
 
     with pytest.raises(ValueError, match=message):
         TensorRTBackend("model.onnx", **kwargs)
 
 
 def test_engine_cache_key_covers_every_build_field() -> None:
-    from runtime.backends.trt import engine_cache_key
+    from runtime.infer.trt import engine_cache_key
 
     fields = {"tensorrt": "8.5.3.1", "gpu": "H100", "compute_capability": [9, 0], "precision": "fp16", "profile": [1, 128, 256]}
     base = engine_cache_key(b"onnx", fields)
@@ -70,8 +70,8 @@ def test_fp16_engine_matches_onnxruntime_and_is_cached(tmp_path: Path) -> None:
     require_gpu(("pycuda", "tensorrt"))
     if not MANIFEST.is_file():
         pytest.skip("no model_assets/manifest.json")
-    from runtime.backends.ort import OnnxRuntimeBackend
-    from runtime.backends.trt import TensorRTBackend
+    from runtime.infer.ort import OnnxRuntimeBackend
+    from runtime.infer.trt import TensorRTBackend
     from runtime.model_manifest import ModelManifest
 
     manifest = ModelManifest.load(MANIFEST)

@@ -1,46 +1,24 @@
-"""Decoder interface: a video file in, the sampled frames (model-ready) out."""
+"""Decoder interfaces: a video file in, the sampled frames (model-ready) out, whole (``Decoder``) or
+frame by frame into the pipeline's batches (``DecodeSession`` writing into a ``FrameSink``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from runtime.records import VideoInfo
+
 if TYPE_CHECKING:
-    from runtime.preprocess import PreprocessConfig
+    from runtime.preprocess.config import PreprocessConfig
     from runtime.sampling import SamplingPolicy
 
 
 class DecodeError(RuntimeError):
     """A video could not be opened or decoded; the message says which file and why."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Stream facts of a video file.
-
-    Attributes:
-        path: the file.
-        duration: seconds (container or stream duration; frame-derived when both are missing).
-        fps: average frame rate (frames per second; 0.0 when unknown).
-        width, height: coded frame size in pixels (before rotation).
-        codec: decoder name (``h264``, ``hevc``...).
-        rotation: display rotation in degrees (0, 90, 180, 270) from the stream's metadata.
-        num_frames: frame count reported by the container, or None.
-        pixel_format: decoded pixel format (``yuv420p``...).
-    """
-
-    path: str
-    duration: float
-    fps: float
-    width: int
-    height: int
-    codec: str
-    rotation: int = 0
-    num_frames: int | None = None
-    pixel_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,3 +52,54 @@ class Decoder(Protocol):
     def decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig) -> DecodedVideo:
         """Decode, sample and preprocess one video. Raises DecodeError on failure."""
         ...
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """What a decode session will produce for one video.
+
+    Attributes:
+        info: stream facts.
+        intervals: float64 (K, 2) [start, end) seconds per sample, in time order.
+        decoder: name of the decoder that produces the frames (``nvdec``, ``pyav``...).
+        notes: remarks, e.g. why NVDEC fell back to the CPU decoder.
+    """
+
+    info: VideoInfo
+    intervals: np.ndarray
+    decoder: str
+    notes: tuple[str, ...] = ()
+
+
+SlotWriter = Callable[[Any, int, Any], None]
+"""``writer(batch_buffer, slot, stream)`` enqueues one preprocessed frame into a batch slot."""
+
+
+class FrameSink(Protocol):
+    """Where a decode session puts one video's frames."""
+
+    def start(self, plan: VideoPlan) -> None:
+        """Announce the samples; calling it again restarts the video (earlier frames are dropped)."""
+        ...
+
+    def write(self, sample: int, writer: SlotWriter) -> None:
+        """Write sample ``sample`` (0 <= sample < K) through ``writer``; blocks while no slot is free."""
+        ...
+
+
+class DecodeSession(Protocol):
+    """One decoder instance; used by a single worker thread at a time.
+
+    Attributes:
+        name: decoder name for logs.
+        stream: the stream its writes are enqueued on (None on the host).
+    """
+
+    name: str
+    stream: Any
+
+    def decode_into(self, path: str, sink: FrameSink) -> None:
+        """Decode ``path``: call ``sink.start(plan)``, then ``sink.write`` once per sample it could decode."""
+        ...
+
+    def close(self) -> None: ...

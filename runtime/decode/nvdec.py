@@ -3,7 +3,7 @@
 Per video: PyAV reads the stream facts (``PyAVDecoder.probe``) and, in a demux-only pass,
 the packet timestamps; the C++ sampler picks the frames (``select_frames``); then
 PyNvVideoCodec demuxes and decodes sequentially and only the selected frames are
-converted (NV12 -> resized planar RGB, ``runtime.gpu.cuda_preprocess``) into their batch
+converted (NV12 -> resized planar RGB, ``runtime.preprocess.cuda``) into their batch
 slots, on the session's CUDA stream. Decoding stops as soon as every selected frame is out.
 
 Fallback: a stream NVDEC cannot take (``nvdec_fallback_reason``: codec, size, bit depth,
@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.decode.base import DecodedVideo, DecodeError, VideoInfo
-from runtime.preprocess import PreprocessConfig
+from runtime.decode.base import DecodedVideo, DecodeError
+from runtime.preprocess.config import PreprocessConfig
+from runtime.records import VideoInfo
 from runtime.sampling import SamplingPolicy, select_frames
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class NvdecSession:
 
     def decode_into(self, path: str, sink: Any) -> None:
         """Decode ``path`` into the sink (``runtime.gpu.pipeline.FrameSink``); see the module docstring."""
-        from runtime.gpu.pipeline import VideoPlan
+        from runtime.decode.base import VideoPlan
 
         info = self.cpu_decoder.probe(path)
         reason = nvdec_fallback_reason(info)
@@ -174,7 +175,7 @@ class NvdecSession:
             sink.write(k, lambda buffer, slot, stream, image=image: self.ops.upload(image, buffer, slot, stream))
 
     def _decode_nvdec(self, path: str, info: VideoInfo, sink: Any, plan_type: Any) -> None:
-        from runtime.gpu.cuda_preprocess import nv12_geometry
+        from runtime.preprocess.cuda import nv12_geometry
 
         try:
             ticks, time_base = _packet_ticks(path)
@@ -253,14 +254,14 @@ class NvdecDecoder:
     name = "nvdec"
 
     def __init__(self, device: int = 0, cpu_decoder: Any = None) -> None:
-        from runtime.gpu import CudaContext, missing_gpu_packages
+        from runtime.device.cuda import CudaContext, missing_gpu_packages
 
         missing = missing_gpu_packages(("pycuda", "PyNvVideoCodec"))
         if missing:
             raise DecodeError(f"nvdec: missing packages {missing}; install vcd-runtime[gpu]")
         from runtime.decode.pyav import PyAVDecoder
-        from runtime.gpu.cuda_preprocess import CudaPreprocessor
-        from runtime.gpu.pipeline import CudaOps
+        from runtime.device.cuda import CudaOps
+        from runtime.preprocess.cuda import CudaPreprocessor
 
         self.context = CudaContext.get(device)
         self.preprocessor = CudaPreprocessor(self.context)

@@ -15,8 +15,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from runtime.decode.base import DecodedVideo, DecodeError, VideoInfo
-from runtime.preprocess import PreprocessConfig, preprocess_rgb, preprocess_yuv420p
+from runtime.decode.base import DecodedVideo, DecodeError
+from runtime.preprocess.config import PreprocessConfig
+from runtime.preprocess.cpu import preprocess_rgb, preprocess_yuv420p
+from runtime.records import VideoInfo
 from runtime.sampling import SamplingPolicy, select_frames
 
 logger = logging.getLogger(__name__)

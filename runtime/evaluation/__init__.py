@@ -7,20 +7,19 @@ from runtime.evaluation.descriptor_track import (
     evaluate_descriptor_track,
     micro_average_precision,
 )
-from runtime.evaluation.ground_truth import (
+from runtime.evaluation.matching_track import (
+    MatchingTrackResult,
+    evaluate_matching_track,
+)
+from runtime.io.ground_truth import (
     ground_truth_pairs,
     read_candidates_csv,
     read_descriptor_ground_truth,
     read_matching_ground_truth,
     write_candidates_csv,
 )
-from runtime.evaluation.matching_track import (
-    Match,
-    MatchingTrackResult,
-    evaluate_matching_track,
-    read_matches_csv,
-    write_matches_csv,
-)
+from runtime.io.matches import read_matches_csv, write_matches_csv
+from runtime.records import Match
 
 __all__ = [
     "DescriptorTrackResult",

@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runtime.descriptors import VideoDescriptors
-from runtime.search import CandidatePair, ReferenceIndex, candidate_pairs
+from runtime.io.descriptors import VideoDescriptors
+from runtime.records import CandidatePair
+from runtime.search.candidates import candidate_pairs
+from runtime.search.index import ReferenceIndex
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ def evaluate_descriptor_track(
     Args:
         queries: query videos.
         refs: reference videos.
-        ground_truth: anything :func:`runtime.evaluation.ground_truth.ground_truth_pairs`
+        ground_truth: anything :func:`runtime.io.ground_truth.ground_truth_pairs`
             accepts (DataFrame with query_id/ref_id, Match objects or id tuples).
         index: optional prebuilt faiss index over ``refs``.
         ngpu: GPUs for the search.
@@ -176,7 +178,7 @@ def evaluate_descriptor_track(
     Returns:
         DescriptorTrackResult.
     """
-    from runtime.evaluation.ground_truth import ground_truth_pairs
+    from runtime.io.ground_truth import ground_truth_pairs
 
     gt_pairs = ground_truth_pairs(ground_truth)
     candidates = descriptor_track_candidates(queries, refs, index=index, ngpu=ngpu)
@@ -211,8 +213,11 @@ def evaluate_descriptor_files(
     Returns:
         DescriptorTrackResult.
     """
-    from runtime.descriptors import load_descriptors
-    from runtime.evaluation.ground_truth import format_video_id, read_descriptor_ground_truth
+    from runtime.io.descriptors import load_descriptors
+    from runtime.io.ground_truth import (
+        format_video_id,
+        read_descriptor_ground_truth,
+    )
 
     def load(path: str | os.PathLike, prefix: Literal["Q", "R"]) -> list[VideoDescriptors]:
         videos = load_descriptors(path)

@@ -21,51 +21,16 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.records import Match
+
 logger = logging.getLogger(__name__)
 
-MATCH_COLUMNS = ("query_id", "ref_id", "query_start", "query_end", "ref_start", "ref_end", "score")
-GROUND_TRUTH_COLUMNS = MATCH_COLUMNS[:-1]
-
-
-@dataclass(frozen=True)
-class Match:
-    """A predicted or ground-truth copied segment: [query_start, query_end) of the query
-    video matches [ref_start, ref_end) of the reference video (seconds).
-
-    Ground truth has no score; it gets 1.0 as in the official reader.
-    """
-
-    query_id: str
-    ref_id: str
-    query_start: float
-    query_end: float
-    ref_start: float
-    ref_end: float
-    score: float = 1.0
-
-    def __post_init__(self) -> None:
-        values = (self.query_start, self.query_end, self.ref_start, self.ref_end, self.score)
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"match values must be finite, got {self}")
-        if self.query_end < self.query_start or self.ref_end < self.ref_start:
-            raise ValueError(f"match segments must have end >= start, got {self}")
-
-    @property
-    def pair_id(self) -> tuple[str, str]:
-        return (self.query_id, self.ref_id)
-
-    def overlaps(self, other: Match) -> bool:
-        """Whether the two (query x reference) boxes share a positive area."""
-        query_overlap = min(self.query_end, other.query_end) - max(self.query_start, other.query_start)
-        ref_overlap = min(self.ref_end, other.ref_end) - max(self.ref_start, other.ref_start)
-        return query_overlap > 0 and ref_overlap > 0
 
 
 @dataclass(frozen=True)
@@ -217,7 +182,7 @@ def evaluate_matching_track(predictions: Iterable[Match], ground_truth: Iterable
         MatchingTrackResult with the segment AP, its PR curve and the pairwise uAP.
     """
     from runtime.evaluation.descriptor_track import micro_average_precision
-    from runtime.search import CandidatePair
+    from runtime.records import CandidatePair
 
     predictions = list(predictions)
     ground_truth = list(ground_truth)
@@ -240,61 +205,3 @@ def evaluate_matching_track(predictions: Iterable[Match], ground_truth: Iterable
     )
 
 
-def read_matches_csv(path: str | os.PathLike, *, is_ground_truth: bool = False) -> list[Match]:
-    """Read matches from a CSV with a header (columns in any order, extra columns ignored).
-
-    Args:
-        path: CSV path (or a text buffer).
-        is_ground_truth: if true the ``score`` column is optional and ignored (scores 1.0).
-
-    Returns:
-        The matches in file order. Integer ids become ``Q%06d`` / ``R%06d`` as in the
-        official reader.
-
-    Raises:
-        ValueError: on missing columns or empty cells.
-    """
-    import pandas as pd
-
-    from runtime.evaluation.ground_truth import format_video_id
-
-    df = pd.read_csv(path, dtype={"query_id": str, "ref_id": str})
-    required = GROUND_TRUTH_COLUMNS if is_ground_truth else MATCH_COLUMNS
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; required {list(required)}, found {list(df.columns)}")
-    df = df[list(required)]
-    if df.isna().any().any():
-        bad = df.columns[df.isna().any()].tolist()
-        raise ValueError(f"{path}: empty cells in columns {bad}")
-    numbers = df[list(required[2:])].astype(float).to_numpy()
-    matches = []
-    for query_id, ref_id, row in zip(df["query_id"], df["ref_id"], numbers.tolist()):
-        matches.append(
-            Match(format_video_id(query_id, "Q"), format_video_id(ref_id, "R"), *row[:4], *(row[4:] or [1.0]))
-        )
-    return matches
-
-
-def write_matches_csv(matches: Iterable[Match], path: str | os.PathLike, *, is_ground_truth: bool = False) -> None:
-    """Write matches as CSV with columns ``query_id,ref_id,query_start,query_end,ref_start,ref_end[,score]``.
-
-    Args:
-        matches: the matches.
-        path: output path (or a text buffer).
-        is_ground_truth: omit the score column.
-    """
-    import pandas as pd
-
-    columns = list(GROUND_TRUTH_COLUMNS if is_ground_truth else MATCH_COLUMNS)
-    pd.DataFrame([asdict(m) for m in matches], columns=list(MATCH_COLUMNS))[columns].to_csv(path, index=False)
-
-
-__all__ = [
-    "Match",
-    "MatchingTrackResult",
-    "evaluate_matching_track",
-    "match_average_precision",
-    "read_matches_csv",
-    "write_matches_csv",
-]

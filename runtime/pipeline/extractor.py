@@ -11,14 +11,22 @@ from typing import Literal
 
 import numpy as np
 
-from runtime.dataset import VideoTask
-from runtime.descriptors import VideoDescriptors
-from runtime.embeddings import VideoEmbeddings, VideoFailure
+from runtime.io.descriptors import VideoDescriptors
 from runtime.model_manifest import ModelManifest, default_model_dir, sha256_of_file
-from runtime.postprocess import BudgetConfig, Postprocessor, Projection
-from runtime.preprocess import PreprocessConfig
+from runtime.pipeline.devices import build_gpu_pipeline, build_host_pipeline
+from runtime.pipeline.scheduler import Pipeline
+from runtime.postprocess.budget import BudgetConfig
+from runtime.postprocess.postprocessor import Postprocessor
+from runtime.postprocess.projection import Projection
+from runtime.postprocess.score_normalization import (
+    ScoreNormalization,
+    load_noise_set,
+    normalize_queries,
+    normalize_references,
+)
+from runtime.preprocess.config import PreprocessConfig
+from runtime.records import VideoEmbeddings, VideoFailure, VideoTask
 from runtime.sampling import SamplingPolicy
-from runtime.score_normalization import ScoreNormalization, load_noise_set, normalize_queries, normalize_references
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +82,7 @@ class ExtractorConfig:
 class Extractor:
     """A ready pipeline plus the postprocessing that turns its embeddings into descriptors."""
 
-    pipeline: object  # CpuPipeline or runtime.gpu.pipeline.GpuPipeline (both have .run)
+    pipeline: Pipeline
     postprocessor: Postprocessor
     manifest: ModelManifest
     config: ExtractorConfig
@@ -140,7 +148,7 @@ def load_postprocessor(manifest: ModelManifest, budget: BudgetConfig) -> Postpro
 def gpu_available() -> tuple[bool, str]:
     """Whether the GPU path can run here, and why not."""
     try:
-        from runtime.gpu import gpu_runtime_status
+        from runtime.device.cuda import gpu_runtime_status
     except ImportError as exc:
         return False, f"GPU support not importable: {exc}"
     return gpu_runtime_status()
@@ -168,21 +176,18 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
         else:
             device = "gpu"
     if device == "gpu":
-        from runtime.gpu.pipeline import build_gpu_pipeline
-
         pipeline = build_gpu_pipeline(manifest, sampling, preprocess, decode_timeout=config.decode_timeout)
     else:
-        from runtime.backends.ort import OnnxRuntimeBackend
         from runtime.decode.pyav import PyAVDecoder
-        from runtime.pipeline import CpuPipeline
-
+        from runtime.infer.ort import OnnxRuntimeBackend
         backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=config.intra_op_threads, batch_size=config.batch_size)
-        pipeline = CpuPipeline(
-            decoder=PyAVDecoder(timeout_seconds=config.decode_timeout),
-            backend=backend,
-            sampling=sampling,
-            preprocess=preprocess,
+        pipeline = build_host_pipeline(
+            PyAVDecoder(timeout_seconds=config.decode_timeout),
+            backend,
+            sampling,
+            preprocess,
             decode_workers=config.decode_workers,
+            batch_size=config.batch_size,
         )
     noise, normalization = None, None
     if config.score_normalization:

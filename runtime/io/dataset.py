@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.records import VideoTask
 
 logger = logging.getLogger(__name__)
 
@@ -13,21 +14,6 @@ VIDEO_SUFFIXES = (".mp4",)
 
 class DatasetError(ValueError):
     """The data directory or one of its CSV files is unusable as a whole."""
-
-
-@dataclass(frozen=True)
-class VideoTask:
-    """One video to process.
-
-    Attributes:
-        video_id: id from the CSVs.
-        path: the video file (may be missing: the pipeline reports that per video).
-        duration: duration in seconds from the metadata, or None when the metadata lacks it.
-    """
-
-    video_id: str
-    path: Path
-    duration: float | None
 
 
 def _read_csv(path: Path, required: tuple[str, ...]):

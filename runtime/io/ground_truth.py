@@ -9,36 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from runtime.io.video_ids import VideoPairId, format_video_id
 
 if TYPE_CHECKING:
-    from runtime.evaluation.matching_track import Match
-    from runtime.search import CandidatePair
+    from runtime.records import CandidatePair, Match
 
-VideoPairId = tuple[str, str]
-
-
-def format_video_id(video_id: Any, prefix: Literal["Q", "R"]) -> str:
-    """Canonical video id: integer ids (``7`` or ``"7"``) become ``Q000007`` / ``R000007``
-    as in the official code; other ids are returned unchanged.
-
-    Args:
-        video_id: the id as read from a file.
-        prefix: ``"Q"`` for queries, ``"R"`` for references.
-
-    Returns:
-        The id as a string.
-    """
-    if prefix not in ("Q", "R"):
-        raise ValueError(f"prefix must be 'Q' or 'R', got {prefix!r}")
-    if isinstance(video_id, bool):
-        raise ValueError(f"video id must be a str or int, got {video_id!r}")
-    if isinstance(video_id, int) or (hasattr(video_id, "dtype") and getattr(video_id.dtype, "kind", "") in "iu"):
-        return f"{prefix}{int(video_id):06d}"
-    video_id = str(video_id)
-    if video_id.isdigit():
-        return f"{prefix}{int(video_id):06d}"
-    return video_id
 
 
 def ground_truth_pairs(ground_truth: Any) -> list[VideoPairId]:
@@ -81,7 +58,7 @@ def read_matching_ground_truth(path: str | os.PathLike) -> list[Match]:
     Returns:
         Ground-truth matches (score 1.0).
     """
-    from runtime.evaluation.matching_track import read_matches_csv
+    from runtime.io.matches import read_matches_csv
 
     return read_matches_csv(path, is_ground_truth=True)
 
@@ -129,7 +106,7 @@ def read_candidates_csv(path: str | os.PathLike) -> list[CandidatePair]:
     """
     import pandas as pd
 
-    from runtime.search import CandidatePair
+    from runtime.records import CandidatePair
 
     df = pd.read_csv(path, dtype={"query_id": str, "ref_id": str})
     missing = {"query_id", "ref_id", "score"} - set(df.columns)

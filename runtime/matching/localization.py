@@ -5,7 +5,7 @@ the vsc2022 baseline runs through ``vcsl.vta.tn``; this is an independent implem
 dynamic programme in place of networkx:
 
 1. similarity matrix ``S = Q R^T`` (inner products, so score-normalised descriptors from
-   ``runtime.score_normalization`` give score-normalised similarities);
+   ``runtime.postprocess.score_normalization`` give score-normalised similarities);
 2. nodes: for every query sample, its ``top_k`` reference samples with ``S >= min_similarity``;
 3. edges: node (i, j) may follow node (i', j') when ``1 <= i - i' <= max_step`` and
    ``1 <= j - j' <= max_step``, i.e. the path moves forward in both videos. A step of 2 in one
@@ -39,8 +39,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from runtime.descriptors import VideoDescriptors
-from runtime.evaluation.matching_track import Match
+from runtime.io.descriptors import VideoDescriptors
+from runtime.records import Match
 
 _AGGREGATIONS = ("max", "mean")
 
@@ -59,7 +59,7 @@ class SegmentMatch(NamedTuple):
 class LocalizationConfig:
     """Parameters of the temporal alignment.
 
-    The defaults target score-normalised descriptors (``runtime.score_normalization``, beta 1.2,
+    The defaults target score-normalised descriptors (``runtime.postprocess.score_normalization``, beta 1.2,
     k 10, mean) sampled at about 1 descriptor per second; they are untuned starting points taken
     from the baseline's TN settings (``tn_max_step=5``, ``tn_top_k=5``, ``max_path=10``) and
     should be re-tuned on the training ground truth. For raw cosine similarities raise
@@ -277,7 +277,7 @@ def localize(
     Args:
         queries: query descriptors, as a sequence or a mapping by video id.
         refs: reference descriptors, as a sequence or a mapping by video id.
-        candidate_pairs: ``(query_id, ref_id, candidate_score)`` tuples, e.g. from ``runtime.search``.
+        candidate_pairs: ``(query_id, ref_id, candidate_score)`` tuples, e.g. from ``runtime.search.index``.
             A pair listed twice is localised once (first occurrence wins).
         config: alignment parameters.
 

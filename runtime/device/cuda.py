@@ -1,4 +1,4 @@
-"""GPU fast path: NVDEC decode -> CUDA preprocessing -> TensorRT, overlapped in CUDA streams.
+"""CUDA device support for the GPU path: readiness checks, the shared primary context, device batches and events.
 
 Everything CUDA is imported lazily: importing this package (or ``runtime``) never needs
 pycuda, TensorRT or PyNvVideoCodec. ``missing_gpu_packages()`` says what is absent.
@@ -15,11 +15,14 @@ binds to the same primary context.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
+
+import numpy as np
 
 GPU_PACKAGES = {"pycuda": "pycuda", "tensorrt": "tensorrt", "PyNvVideoCodec": "pynvvideocodec"}
 
@@ -50,7 +53,7 @@ def gpu_runtime_status(device: int = 0, packages: tuple[str, ...] = ("pycuda", "
         return False, f"CUDA driver unusable: {type(exc).__name__}: {exc}"
     if count <= device:
         return False, f"no CUDA device {device} (found {count})"
-    from runtime.gpu.cuda_preprocess import FATBIN_NAME, find_fatbin
+    from runtime.preprocess.cuda import FATBIN_NAME, find_fatbin
 
     fatbin = find_fatbin()
     if fatbin is None:
@@ -113,3 +116,40 @@ class CudaContext:
 
 
 __all__ = ["GPU_PACKAGES", "CudaContext", "gpu_runtime_status", "missing_gpu_packages"]
+
+
+class CudaOps:
+    """Batches in device memory (pycuda), CUDA events, uploads on the worker's stream.
+
+    Args:
+        context: a ``runtime.gpu.CudaContext``; every pipeline thread enters its scope.
+    """
+
+    def __init__(self, context: Any) -> None:
+        import pycuda.driver as cuda
+
+        self._cuda = cuda
+        self.context = context
+        self._slot_bytes = 0
+
+    def allocate_batch(self, capacity: int, image_shape: tuple[int, int, int]) -> Any:
+        self._slot_bytes = int(np.prod(image_shape))
+        return self._cuda.mem_alloc(capacity * self._slot_bytes)
+
+    def slot_address(self, buffer: Any, slot: int) -> int:
+        return int(buffer) + slot * self._slot_bytes
+
+    def new_stream(self) -> Any:
+        return self._cuda.Stream()
+
+    def record_event(self, stream: Any) -> Any:
+        event = self._cuda.Event(self._cuda.event_flags.DISABLE_TIMING)
+        event.record(stream)
+        return event
+
+    def upload(self, image: np.ndarray, buffer: Any, slot: int, stream: Any) -> None:
+        # pageable source: the driver stages it before returning, so `image` may be freed
+        self._cuda.memcpy_htod_async(self.slot_address(buffer, slot), np.ascontiguousarray(image), stream)
+
+    def thread_scope(self) -> contextlib.AbstractContextManager[Any]:
+        return self.context.scope()

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.descriptors import VideoDescriptors
-from runtime.evaluation.matching_track import Match
-from runtime.localization import LocalizationConfig, localize
-from runtime.score_normalization import ScoreNormalization, normalize_queries, normalize_references
-
+from runtime.io.descriptors import VideoDescriptors
+from runtime.matching.localization import LocalizationConfig, localize
+from runtime.postprocess.score_normalization import (
+    ScoreNormalization,
+    normalize_queries,
+    normalize_references,
+)
+from runtime.records import Match
 
 # Localisation node thresholds measured on the full mini-VSC (benchmarks/RESULTS.md): on
 # score-normalised similarities 0.15 (segment AP 0.474 vs 0.415 at 0); raw cosines need more.

@@ -18,9 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from runtime.descriptors import VideoDescriptors, load_descriptors, save_descriptors
-from runtime.embeddings import VideoFailure
-from runtime.fileio import atomic_write_text
+from runtime.io.descriptors import VideoDescriptors, load_descriptors, save_descriptors
+from runtime.io.fileio import atomic_write_text
+from runtime.records import VideoFailure
 
 logger = logging.getLogger(__name__)
 

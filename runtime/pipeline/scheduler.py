@@ -40,19 +40,20 @@ waiting seals the partial batch.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from runtime.decode.base import VideoInfo
-from runtime.embeddings import VideoEmbeddings, VideoFailure
+from runtime.decode.base import DecodeSession, SlotWriter, VideoPlan
+from runtime.device.base import DeviceOps
+from runtime.infer.base import BatchEngine, PendingBatch
+from runtime.records import VideoEmbeddings, VideoFailure
 
 logger = logging.getLogger(__name__)
 
@@ -61,223 +62,20 @@ logger = logging.getLogger(__name__)
 # Injectable components
 
 
-@dataclass(frozen=True)
-class VideoPlan:
-    """What a decode session will produce for one video.
-
-    Attributes:
-        info: stream facts.
-        intervals: float64 (K, 2) [start, end) seconds per sample, in time order.
-        decoder: name of the decoder that produces the frames (``nvdec``, ``pyav``...).
-        notes: remarks, e.g. why NVDEC fell back to the CPU decoder.
-    """
-
-    info: VideoInfo
-    intervals: np.ndarray
-    decoder: str
-    notes: tuple[str, ...] = ()
-
-
-SlotWriter = Callable[[Any, int, Any], None]
-"""``writer(batch_buffer, slot, stream)`` enqueues one preprocessed frame into a batch slot."""
-
-
-class FrameSink(Protocol):
-    """Where a decode session puts one video's frames."""
-
-    def start(self, plan: VideoPlan) -> None:
-        """Announce the samples; calling it again restarts the video (earlier frames are dropped)."""
-        ...
-
-    def write(self, sample: int, writer: SlotWriter) -> None:
-        """Write sample ``sample`` (0 <= sample < K) through ``writer``; blocks while no slot is free."""
-        ...
-
-
-class DecodeSession(Protocol):
-    """One decoder instance; used by a single worker thread at a time.
-
-    Attributes:
-        name: decoder name for logs.
-        stream: the stream its writes are enqueued on (None on the host).
-    """
-
-    name: str
-    stream: Any
-
-    def decode_into(self, path: str, sink: FrameSink) -> None:
-        """Decode ``path``: call ``sink.start(plan)``, then ``sink.write`` once per sample it could decode."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class DeviceOps(Protocol):
-    """Memory, streams and events of the device the batches live on."""
-
-    def allocate_batch(self, capacity: int, image_shape: tuple[int, int, int]) -> Any: ...
-
-    def record_event(self, stream: Any) -> Any:
-        """An event marking the work enqueued so far on ``stream`` (None where writes are synchronous)."""
-        ...
-
-    def upload(self, image: np.ndarray, buffer: Any, slot: int, stream: Any) -> None:
-        """Enqueue a host image (3, H, W) uint8 into a slot."""
-        ...
-
-    def thread_scope(self) -> contextlib.AbstractContextManager[Any]:
-        """Entered by every pipeline thread (makes the CUDA context current)."""
-        ...
-
-
-class PendingBatch(Protocol):
-    def wait(self) -> np.ndarray:
-        """Block until done; returns float32 (count, D), owned by the caller."""
-        ...
-
-    @property
-    def busy_seconds(self) -> float:
-        """Device time of the inference (valid after ``wait``)."""
-        ...
-
-
-class BatchEngine(Protocol):
-    """Runs the model on the first ``count`` images of a batch buffer.
-
-    Attributes:
-        max_batch: largest count accepted.
-        output_dim: embedding size.
-    """
-
-    max_batch: int
-    output_dim: int
-
-    def submit(self, buffer: Any, count: int, wait_events: list[Any]) -> PendingBatch: ...
-
-
 # ---------------------------------------------------------------------------------------
 # Host implementations (CPU benchmark mode and tests)
-
-
-class HostOps:
-    """Batches are numpy arrays; writes are synchronous, so there are no events."""
-
-    def allocate_batch(self, capacity: int, image_shape: tuple[int, int, int]) -> np.ndarray:
-        return np.zeros((capacity, *image_shape), dtype=np.uint8)
-
-    def record_event(self, stream: Any) -> None:
-        return None
-
-    def upload(self, image: np.ndarray, buffer: np.ndarray, slot: int, stream: Any) -> None:
-        buffer[slot] = image
-
-    def thread_scope(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
-
-
-@dataclass
-class _DonePending:
-    result: np.ndarray
-    busy_seconds: float
-
-    def wait(self) -> np.ndarray:
-        return self.result
-
-
-class BackendEngine:
-    """A ``BatchEngine`` over an activated ``InferenceBackend`` and host batches (runs in ``submit``).
-
-    Args:
-        backend: e.g. ``OnnxRuntimeBackend`` (activated here if it is not yet).
-        max_batch: batch size the pipeline fills.
-    """
-
-    def __init__(self, backend: Any, max_batch: int) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.backend = backend.activate()
-        self.max_batch = max_batch
-        self.output_dim = int(backend.output_dim)
-
-    def submit(self, buffer: np.ndarray, count: int, wait_events: list[Any]) -> _DonePending:
-        start = time.perf_counter()
-        out = self.backend.infer(buffer[:count])
-        return _DonePending(np.array(out, dtype=np.float32), time.perf_counter() - start)
-
-
-class HostDecodeSession:
-    """Any ``Decoder`` (e.g. ``PyAVDecoder``) as a decode session: decode, then upload each sample.
-
-    Args:
-        decoder: the decoder.
-        policy: sampling policy.
-        preprocess: preprocessing config.
-        ops: the pipeline's device ops (host arrays or CUDA).
-        stream: stream the uploads are enqueued on.
-    """
-
-    def __init__(self, decoder: Any, policy: Any, preprocess: Any, ops: DeviceOps, stream: Any = None) -> None:
-        self.decoder = decoder
-        self.name = decoder.name
-        self.policy = policy
-        self.preprocess = preprocess
-        self.ops = ops
-        self.stream = stream
-
-    def decode_into(self, path: str, sink: FrameSink) -> None:
-        decoded = self.decoder.decode(path, self.policy, self.preprocess)
-        sink.start(VideoPlan(decoded.info, decoded.intervals, decoded.backend))
-        for k in range(decoded.images.shape[0]):
-            image = decoded.images[k]
-            sink.write(k, lambda buffer, slot, stream, image=image: self.ops.upload(image, buffer, slot, stream))
-
-    def close(self) -> None:
-        pass
-
-
-class CudaOps:
-    """Batches in device memory (pycuda), CUDA events, uploads on the worker's stream.
-
-    Args:
-        context: a ``runtime.gpu.CudaContext``; every pipeline thread enters its scope.
-    """
-
-    def __init__(self, context: Any) -> None:
-        import pycuda.driver as cuda
-
-        self._cuda = cuda
-        self.context = context
-        self._slot_bytes = 0
-
-    def allocate_batch(self, capacity: int, image_shape: tuple[int, int, int]) -> Any:
-        self._slot_bytes = int(np.prod(image_shape))
-        return self._cuda.mem_alloc(capacity * self._slot_bytes)
-
-    def slot_address(self, buffer: Any, slot: int) -> int:
-        return int(buffer) + slot * self._slot_bytes
-
-    def new_stream(self) -> Any:
-        return self._cuda.Stream()
-
-    def record_event(self, stream: Any) -> Any:
-        event = self._cuda.Event(self._cuda.event_flags.DISABLE_TIMING)
-        event.record(stream)
-        return event
-
-    def upload(self, image: np.ndarray, buffer: Any, slot: int, stream: Any) -> None:
-        # pageable source: the driver stages it before returning, so `image` may be freed
-        self._cuda.memcpy_htod_async(self.slot_address(buffer, slot), np.ascontiguousarray(image), stream)
-
-    def thread_scope(self) -> contextlib.AbstractContextManager[Any]:
-        return self.context.scope()
 
 
 # ---------------------------------------------------------------------------------------
 # Scheduling
 
 
-class _Stopped(Exception):
-    """The run was abandoned (generator closed or failed); threads unwind."""
+class _Stopped(BaseException):
+    """The run was abandoned (generator closed or failed); threads unwind.
+
+    A ``BaseException``, so that a decoder's ``except Exception`` (e.g. NVDEC's fallback to the
+    CPU decoder) never mistakes the stop signal for a decode error.
+    """
 
 
 @dataclass
@@ -421,7 +219,7 @@ class _VideoState:
 
 @dataclass
 class PipelineStats:
-    """What one run did (read ``GpuPipeline.last_stats`` after the generator is exhausted).
+    """What one run did (read ``Pipeline.last_stats`` after the generator is exhausted).
 
     Attributes:
         wall_seconds: from start to the last result.
@@ -453,7 +251,7 @@ class PipelineStats:
 _END = object()
 
 
-class GpuPipeline:
+class Pipeline:
     """Overlapped decode -> batch -> infer pipeline (see the module docstring).
 
     Args:
@@ -829,61 +627,10 @@ class GpuPipeline:
                 thread.join(timeout=30)
 
 
-def build_gpu_pipeline(
-    manifest: Any,
-    sampling: Any,
-    preprocess: Any,
-    decode_timeout: float | None = None,
-    num_workers: int = 7,
-    batch_size: int = 256,
-    overlap: bool = True,
-    engine_cache_dir: str | None = None,
-    device: int = 0,
-) -> GpuPipeline:
-    """The NVDEC + CUDA preprocessing + TensorRT FP16 pipeline for a model manifest.
-
-    Args:
-        manifest: ``runtime.model_manifest.ModelManifest`` (its ONNX file is built into a cached engine).
-        sampling: ``SamplingPolicy``.
-        preprocess: ``PreprocessConfig`` (model input contract).
-        decode_timeout: per-video limit for CPU fallbacks (PyAV).
-        num_workers: concurrent NVDEC sessions (7 on H100-class GPUs).
-        batch_size: engine batch (also the engine profile's max batch).
-        overlap: False gives the serial variant (benchmark ``gpu-serial``).
-        engine_cache_dir: TensorRT engine cache (default ``runtime.backends.trt.default_cache_dir()``).
-        device: CUDA device ordinal.
-
-    Returns:
-        A ``GpuPipeline``; its engine is built or loaded here (minutes on a cold cache).
-    """
-    from runtime.backends.trt import TensorRTBackend, TensorRTEngine
-    from runtime.decode.nvdec import NvdecDecoder
-    from runtime.decode.pyav import PyAVDecoder
-    from runtime.gpu import CudaContext
-
-    backend = TensorRTBackend(
-        manifest.onnx_path, max_batch=batch_size, opt_batch=max(1, batch_size // 2), cache_dir=engine_cache_dir, device=device
-    ).activate()
-    decoder = NvdecDecoder(device=device, cpu_decoder=PyAVDecoder(timeout_seconds=decode_timeout))
-    ops = CudaOps(CudaContext.get(device))
-    image_shape = (3, preprocess.height, preprocess.width)
-    if tuple(backend.input_shape) != image_shape:
-        raise ValueError(f"engine input {backend.input_shape} does not match the preprocessing output {image_shape}")
-    return GpuPipeline(
-        session_factory=lambda worker: decoder.session(sampling, preprocess, ops),
-        engine=TensorRTEngine(backend),
-        ops=ops,
-        image_shape=image_shape,
-        num_workers=num_workers,
-        batch_size=batch_size,
-        overlap=overlap,
-    )
-
-
 class _Sink:
     """The FrameSink a worker hands to its session for one video."""
 
-    def __init__(self, pipeline: GpuPipeline, state: _VideoState, session: DecodeSession) -> None:
+    def __init__(self, pipeline: Pipeline, state: _VideoState, session: DecodeSession) -> None:
         self._pipeline = pipeline
         self._state = state
         self._session = session
@@ -923,19 +670,3 @@ class _Sink:
         pipeline._batcher.commit(batch, slot, key, self._stream_key, event)
 
 
-__all__ = [
-    "BackendEngine",
-    "BatchEngine",
-    "CudaOps",
-    "DecodeSession",
-    "DeviceOps",
-    "FrameSink",
-    "GpuPipeline",
-    "HostDecodeSession",
-    "HostOps",
-    "PendingBatch",
-    "PipelineStats",
-    "SlotWriter",
-    "VideoPlan",
-    "build_gpu_pipeline",
-]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.fileio import atomic_output
+from runtime.io.fileio import atomic_output
 
 MAX_DESCRIPTOR_DIM = 512
 

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runtime.backends.base import BackendError, InferenceBackend
+from runtime.infer.base import BackendError, InferenceBackend
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class TensorRTBackend(InferenceBackend):
     # -- lifecycle ----------------------------------------------------------------------
 
     def activate_impl(self) -> None:
-        from runtime.gpu import CudaContext
+        from runtime.device.cuda import CudaContext
 
         trt, cuda = self._trt, self._cuda
         self.context = CudaContext.get(self.device)
@@ -319,7 +319,7 @@ class TensorRTBackend(InferenceBackend):
             self._slot_cond = threading.Condition()
             self._preprocessor = None
             if self._float_input:
-                from runtime.gpu.cuda_preprocess import CudaPreprocessor
+                from runtime.preprocess.cuda import CudaPreprocessor
 
                 self._preprocessor = CudaPreprocessor(self.context)
         logger.info("%s: engine ready (input %s %s, output dim %d)", self.name, self._input_name, "float32" if self._float_input else "uint8", self._dim)
@@ -396,7 +396,7 @@ class TensorRTBackend(InferenceBackend):
 
 
 class TensorRTEngine:
-    """``BatchEngine`` adapter of ``TensorRTBackend`` for ``runtime.gpu.pipeline`` (device batches).
+    """``BatchEngine`` adapter of ``TensorRTBackend`` for ``runtime.pipeline.scheduler`` (device batches).
 
     Args:
         backend: an activated backend; the pipeline's threads enter its CUDA context.

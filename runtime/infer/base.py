@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from types import TracebackType
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -106,3 +107,28 @@ class InferenceBackend(ABC):
 
     @abstractmethod
     def deactivate_impl(self) -> None: ...
+
+
+class PendingBatch(Protocol):
+    def wait(self) -> np.ndarray:
+        """Block until done; returns float32 (count, D), owned by the caller."""
+        ...
+
+    @property
+    def busy_seconds(self) -> float:
+        """Device time of the inference (valid after ``wait``)."""
+        ...
+
+
+class BatchEngine(Protocol):
+    """Runs the model on the first ``count`` images of a batch buffer.
+
+    Attributes:
+        max_batch: largest count accepted.
+        output_dim: embedding size.
+    """
+
+    max_batch: int
+    output_dim: int
+
+    def submit(self, buffer: Any, count: int, wait_events: list[Any]) -> PendingBatch: ...

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import BackendError, InferenceBackend
+from runtime.infer.base import BackendError, InferenceBackend
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from typing import Literal
 
 import numpy as np
 
-from runtime.descriptors import MAX_DESCRIPTOR_DIM, VideoDescriptors, atomic_save_npz
-from runtime.postprocess import l2_normalize
+from runtime.io.descriptors import MAX_DESCRIPTOR_DIM, VideoDescriptors, atomic_save_npz
+from runtime.postprocess.projection import l2_normalize
 
 logger = logging.getLogger(__name__)
 

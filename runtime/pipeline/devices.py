@@ -1,0 +1,96 @@
+"""Pipelines for each device: the same scheduler with host (PyAV, C++, ONNX Runtime) or CUDA (NVDEC, kernels, TensorRT) operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.device.cuda import CudaOps
+from runtime.device.host import HostOps
+from runtime.pipeline.host import BackendEngine, HostDecodeSession
+from runtime.pipeline.scheduler import Pipeline
+
+
+def build_host_pipeline(
+    decoder: Any,
+    backend: Any,
+    sampling: Any,
+    preprocess: Any,
+    decode_workers: int = 1,
+    batch_size: int = 32,
+    overlap: bool = True,
+) -> Pipeline:
+    """The scheduler with host operations: ``decoder`` sessions -> numpy batches -> ``backend``.
+
+    Args:
+        decoder: a ``Decoder`` (e.g. ``PyAVDecoder``); each worker owns a session over it.
+        backend: an ``InferenceBackend`` (e.g. ``OnnxRuntimeBackend``), activated here.
+        sampling: ``SamplingPolicy``.
+        preprocess: ``PreprocessConfig`` (model input contract).
+        decode_workers: videos decoded concurrently.
+        batch_size: images per inference call; batches mix frames of consecutive videos.
+        overlap: False runs decode and inference one after another on the caller's thread.
+
+    Returns:
+        A ``Pipeline`` whose ``run`` yields results in input order.
+    """
+    ops = HostOps()
+    return Pipeline(
+        session_factory=lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops),
+        engine=BackendEngine(backend, max_batch=batch_size),
+        ops=ops,
+        image_shape=(3, preprocess.height, preprocess.width),
+        num_workers=decode_workers,
+        batch_size=batch_size,
+        overlap=overlap,
+    )
+
+
+def build_gpu_pipeline(
+    manifest: Any,
+    sampling: Any,
+    preprocess: Any,
+    decode_timeout: float | None = None,
+    num_workers: int = 7,
+    batch_size: int = 256,
+    overlap: bool = True,
+    engine_cache_dir: str | None = None,
+    device: int = 0,
+) -> Pipeline:
+    """The NVDEC + CUDA preprocessing + TensorRT FP16 pipeline for a model manifest.
+
+    Args:
+        manifest: ``runtime.model_manifest.ModelManifest`` (its ONNX file is built into a cached engine).
+        sampling: ``SamplingPolicy``.
+        preprocess: ``PreprocessConfig`` (model input contract).
+        decode_timeout: per-video limit for CPU fallbacks (PyAV).
+        num_workers: concurrent NVDEC sessions (7 on H100-class GPUs).
+        batch_size: engine batch (also the engine profile's max batch).
+        overlap: False gives the serial variant (benchmark ``gpu-serial``).
+        engine_cache_dir: TensorRT engine cache (default ``runtime.backends.trt.default_cache_dir()``).
+        device: CUDA device ordinal.
+
+    Returns:
+        A ``Pipeline``; its engine is built or loaded here (minutes on a cold cache).
+    """
+    from runtime.decode.nvdec import NvdecDecoder
+    from runtime.decode.pyav import PyAVDecoder
+    from runtime.device.cuda import CudaContext
+    from runtime.infer.trt import TensorRTBackend, TensorRTEngine
+
+    backend = TensorRTBackend(
+        manifest.onnx_path, max_batch=batch_size, opt_batch=max(1, batch_size // 2), cache_dir=engine_cache_dir, device=device
+    ).activate()
+    decoder = NvdecDecoder(device=device, cpu_decoder=PyAVDecoder(timeout_seconds=decode_timeout))
+    ops = CudaOps(CudaContext.get(device))
+    image_shape = (3, preprocess.height, preprocess.width)
+    if tuple(backend.input_shape) != image_shape:
+        raise ValueError(f"engine input {backend.input_shape} does not match the preprocessing output {image_shape}")
+    return Pipeline(
+        session_factory=lambda worker: decoder.session(sampling, preprocess, ops),
+        engine=TensorRTEngine(backend),
+        ops=ops,
+        image_shape=image_shape,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        overlap=overlap,
+    )

@@ -1,0 +1,72 @@
+"""Host building blocks of the pipeline: any ``Decoder`` as a decode session, any ``InferenceBackend`` as a batch engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.decode.base import FrameSink, VideoPlan
+from runtime.device.base import DeviceOps
+
+
+@dataclass
+class _DonePending:
+    result: np.ndarray
+    busy_seconds: float
+
+    def wait(self) -> np.ndarray:
+        return self.result
+
+
+class BackendEngine:
+    """A ``BatchEngine`` over an activated ``InferenceBackend`` and host batches (runs in ``submit``).
+
+    Args:
+        backend: e.g. ``OnnxRuntimeBackend`` (activated here if it is not yet).
+        max_batch: batch size the pipeline fills.
+    """
+
+    def __init__(self, backend: Any, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.backend = backend.activate()
+        self.max_batch = max_batch
+        self.output_dim = int(backend.output_dim)
+
+    def submit(self, buffer: np.ndarray, count: int, wait_events: list[Any]) -> _DonePending:
+        start = time.perf_counter()
+        out = self.backend.infer(buffer[:count])
+        return _DonePending(np.array(out, dtype=np.float32), time.perf_counter() - start)
+
+
+class HostDecodeSession:
+    """Any ``Decoder`` (e.g. ``PyAVDecoder``) as a decode session: decode, then upload each sample.
+
+    Args:
+        decoder: the decoder.
+        policy: sampling policy.
+        preprocess: preprocessing config.
+        ops: the pipeline's device ops (host arrays or CUDA).
+        stream: stream the uploads are enqueued on.
+    """
+
+    def __init__(self, decoder: Any, policy: Any, preprocess: Any, ops: DeviceOps, stream: Any = None) -> None:
+        self.decoder = decoder
+        self.name = decoder.name
+        self.policy = policy
+        self.preprocess = preprocess
+        self.ops = ops
+        self.stream = stream
+
+    def decode_into(self, path: str, sink: FrameSink) -> None:
+        decoded = self.decoder.decode(path, self.policy, self.preprocess)
+        sink.start(VideoPlan(decoded.info, decoded.intervals, decoded.backend))
+        for k in range(decoded.images.shape[0]):
+            image = decoded.images[k]
+            sink.write(k, lambda buffer, slot, stream, image=image: self.ops.upload(image, buffer, slot, stream))
+
+    def close(self) -> None:
+        pass
