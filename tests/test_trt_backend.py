@@ -87,3 +87,38 @@ def test_fp16_engine_matches_onnxruntime_and_is_cached(tmp_path: Path) -> None:
     with TensorRTBackend(manifest.onnx_path, max_batch=64, opt_batch=32, cache_dir=tmp_path) as trt:
         assert trt.build_seconds is None  # loaded from the cache
         np.testing.assert_allclose(trt.infer(images), got, rtol=0, atol=1e-6)
+
+
+def test_timing_cache_is_keyed_by_tensorrt_version_and_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import types
+
+    trt_module = importlib.import_module("runtime.infer.trt")
+    fake_trt = types.ModuleType("tensorrt")
+    fake_trt.__version__ = "8.5.3.1"
+    monkeypatch.setattr(trt_module, "_import_gpu_modules", lambda: (fake_trt, object()))
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    backend = trt_module.TensorRTBackend(tmp_path / "model.onnx", cache_dir=tmp_path)
+    h200 = types.SimpleNamespace(name="NVIDIA H200", compute_capability=(9, 0))
+    v100 = types.SimpleNamespace(name="Tesla V100-SXM2-16GB", compute_capability=(7, 0))
+    paths = {backend._timing_cache_path(h200), backend._timing_cache_path(v100)}
+    assert len(paths) == 2
+    assert all(p.parent == tmp_path and "8.5.3.1" in p.name and " " not in p.name for p in paths)
+    assert backend._timing_cache_path(h200).name.endswith("sm90.cache")
+    assert trt_module.TensorRTBackend(tmp_path / "model.onnx", cache_dir=tmp_path, timing_cache=False)._timing_cache_path(h200) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_timing_cache_of_another_gpu_is_replaced_not_fatal(tmp_path: Path) -> None:
+    require_gpu(("pycuda", "tensorrt"))
+    from runtime.device.cuda import CudaContext
+    from runtime.infer.trt import TensorRTBackend
+    from runtime.model_manifest import ModelManifest
+
+    manifest = ModelManifest.load(MANIFEST)
+    backend = TensorRTBackend(manifest.onnx_path, max_batch=8, opt_batch=4, cache_dir=tmp_path)
+    timing = backend._timing_cache_path(CudaContext.get(0))
+    timing.write_bytes(b"not a timing cache")
+    with backend:
+        assert backend.build_seconds is not None
+    assert timing.stat().st_size > 100  # rewritten by the real builder

@@ -227,17 +227,23 @@ class NvdecSession:
                     return True
             return False
 
-        for packet in demuxer:
-            if consume(decoder.Decode(packet)):
-                return
-        flush = getattr(nvc, "PacketData", None)
-        if flush is not None:
-            try:
-                consume(decoder.Decode(flush()))
-            except Exception as exc:  # noqa: BLE001 - older builds reject an empty packet
-                logger.debug("%s: flush packet not accepted (%s)", path, exc)
-        if wanted:
-            logger.warning("%s: NVDEC produced %d of %d selected frames", path, len(selection) - len(wanted), len(selection))
+        try:
+            for packet in demuxer:
+                if consume(decoder.Decode(packet)):
+                    return
+            flush = getattr(nvc, "PacketData", None)
+            if flush is not None:
+                try:
+                    consume(decoder.Decode(flush()))
+                except Exception as exc:  # noqa: BLE001 - older builds reject an empty packet
+                    logger.debug("%s: flush packet not accepted (%s)", path, exc)
+            if wanted:
+                logger.warning("%s: NVDEC produced %d of %d selected frames", path, len(selection) - len(wanted), len(selection))
+        finally:
+            # Kernels enqueued on this stream still read the decoder's frame surfaces: wait for
+            # them before the decoder (and its surfaces) is released.
+            self.stream.synchronize()
+            del decoder
 
 
 class NvdecDecoder:

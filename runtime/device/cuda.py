@@ -27,16 +27,30 @@ import numpy as np
 GPU_PACKAGES = {"pycuda": "pycuda", "tensorrt": "tensorrt", "PyNvVideoCodec": "pynvvideocodec"}
 
 
+# PyNvVideoCodec 2.x and the project's pycuda builds target CUDA 12+: older drivers cannot run them.
+MIN_DRIVER_CUDA_VERSION = 12000
+
+
 def missing_gpu_packages(names: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> list[str]:
     """Import names (of ``names``) that cannot be found in this environment."""
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
-def gpu_runtime_status(device: int = 0, packages: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> tuple[bool, str]:
-    """Whether the GPU path (NVDEC + CUDA kernels + TensorRT) can run here, and why not.
+def _format_cuda_version(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
 
-    Checks the packages (all of the GPU path's by default), a CUDA device and the compiled
-    kernels; initialises the CUDA driver (no context is created).
+
+def gpu_runtime_status(device: int = 0, packages: tuple[str, ...] = ("pycuda", "tensorrt", "PyNvVideoCodec")) -> tuple[bool, str]:
+    """Whether the GPU path (NVDEC + CUDA kernels + an engine) can run here, and why not.
+
+    Imports each package for real (a package that is present but broken, e.g. a missing shared
+    library, counts as unavailable), checks the driver's CUDA version and the device, and loads
+    the kernel fatbin into the device's primary context, so that a GPU run that starts does not
+    fail later inside worker threads.
+
+    Args:
+        device: CUDA device ordinal.
+        packages: import names the chosen engine needs (pycuda and PyNvVideoCodec always).
 
     Returns:
         (True, description) or (False, reason).
@@ -44,13 +58,22 @@ def gpu_runtime_status(device: int = 0, packages: tuple[str, ...] = ("pycuda", "
     missing = missing_gpu_packages(packages)
     if missing:
         return False, f"missing Python packages {missing} (install vcd-runtime[gpu])"
+    for name in packages:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any import failure means "unavailable"
+            return False, f"{name} is installed but does not import: {type(exc).__name__}: {exc}"
     try:
         import pycuda.driver as cuda
 
         cuda.init()
+        driver_version = int(cuda.get_driver_version())
         count = cuda.Device.count()
     except Exception as exc:  # noqa: BLE001 - pycuda raises its own error types
         return False, f"CUDA driver unusable: {type(exc).__name__}: {exc}"
+    if driver_version < MIN_DRIVER_CUDA_VERSION:
+        return False, (f"the NVIDIA driver supports CUDA {_format_cuda_version(driver_version)}, "
+                       f"the GPU path needs {_format_cuda_version(MIN_DRIVER_CUDA_VERSION)} or newer")
     if count <= device:
         return False, f"no CUDA device {device} (found {count})"
     from runtime.preprocess.cuda import FATBIN_NAME, find_fatbin
@@ -58,7 +81,13 @@ def gpu_runtime_status(device: int = 0, packages: tuple[str, ...] = ("pycuda", "
     fatbin = find_fatbin()
     if fatbin is None:
         return False, f"CUDA kernels ({FATBIN_NAME}) not built; rebuild with nvcc available"
-    return True, f"{cuda.Device(device).name()} with kernels {fatbin}"
+    try:
+        with CudaContext.get(device).scope():
+            cuda.module_from_file(str(fatbin))
+    except Exception as exc:  # noqa: BLE001 - e.g. no kernel image for this GPU's architecture
+        return False, f"CUDA kernels {fatbin} do not load on device {device}: {type(exc).__name__}: {exc}"
+    name = cuda.Device(device).name()
+    return True, f"{name} (driver CUDA {_format_cuda_version(driver_version)}) with kernels {fatbin}"
 
 
 class CudaContext:

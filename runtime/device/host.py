@@ -1,8 +1,10 @@
-"""Host device operations: batches are numpy arrays and writes are synchronous."""
+"""Host device operations (batches are numpy arrays, writes are synchronous) and the host thread budget."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,3 +24,44 @@ class HostOps:
 
     def thread_scope(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: containers and ``taskset`` limit it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How the usable cores are shared between decoding and inference on the host.
+
+    Each decode worker decodes with one FFmpeg thread and resizes with one C++ thread, and the
+    inference engine gets the cores the decoders do not use, so that nothing is oversubscribed.
+
+    Attributes:
+        cores: usable cores (CPU affinity).
+        decode_workers: videos decoded concurrently.
+        decoder_threads: FFmpeg threads per decoder.
+        resize_threads: C++ resize threads per call (runs in the decode worker).
+        inference_threads: intra-op threads of the inference engine.
+    """
+
+    cores: int
+    decode_workers: int
+    decoder_threads: int
+    resize_threads: int
+    inference_threads: int
+
+    @classmethod
+    def plan(cls, decode_workers: int, inference_threads: int = 0, cores: int | None = None) -> ThreadBudget:
+        """The budget for ``decode_workers`` decoders; ``inference_threads`` > 0 overrides the engine's share."""
+        if decode_workers < 1:
+            raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
+        if inference_threads < 0:
+            raise ValueError(f"inference_threads must be >= 0 (0 = the cores the decoders leave), got {inference_threads}")
+        cores = usable_cores() if cores is None else cores
+        engine = inference_threads or max(1, cores - decode_workers)
+        return cls(cores, decode_workers, decoder_threads=1, resize_threads=1, inference_threads=engine)

@@ -21,6 +21,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         providers: execution providers in priority order; all must be available.
         intra_op_threads: threads per operator (0 = ONNX Runtime's default).
         batch_size: images per ``session.run`` call; larger batches are split.
+        allow_spinning: let idle ONNX Runtime threads spin; off by default, because the
+            decoders share the cores and spinning threads would take their time.
     """
 
     def __init__(
@@ -29,8 +31,10 @@ class OnnxRuntimeBackend(InferenceBackend):
         providers: Sequence[str] = ("CPUExecutionProvider",),
         intra_op_threads: int = 0,
         batch_size: int = 32,
+        allow_spinning: bool = False,
     ) -> None:
         super().__init__()
+        self.allow_spinning = allow_spinning
         self.model_path = Path(model_path)
         self.providers = tuple(providers)
         self.intra_op_threads = intra_op_threads
@@ -70,6 +74,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=list(self.providers))

@@ -210,7 +210,7 @@ class TensorRTBackend(InferenceBackend):
         for dtype in dtypes:
             fields = self._build_fields(context, dtype)
             try:
-                serialized = self._build(onnx_bytes, dtype)
+                serialized = self._build(onnx_bytes, dtype, context)
             except BackendError as exc:
                 errors.append(f"{dtype} input: {exc}")
                 logger.warning("%s: build with %s input failed: %s", self.name, dtype, exc)
@@ -226,7 +226,7 @@ class TensorRTBackend(InferenceBackend):
             return serialized
         raise BackendError(f"{self.name}: could not build an engine from {self.onnx_path}: {'; '.join(errors)}")
 
-    def _build(self, onnx_bytes: bytes, input_dtype: str) -> bytes:
+    def _build(self, onnx_bytes: bytes, input_dtype: str, context: Any) -> bytes:
         trt = self._trt
         trt_logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(trt_logger)
@@ -255,11 +255,20 @@ class TensorRTBackend(InferenceBackend):
                 if source is not None:
                     sources &= ~(1 << int(source))
             config.set_tactic_sources(sources)
-        timing_path = self._timing_cache_path()
+        timing_path = self._timing_cache_path(context)
         if timing_path is not None:
             blob = timing_path.read_bytes() if timing_path.is_file() else b""
-            cache = config.create_timing_cache(blob)
-            config.set_timing_cache(cache, ignore_mismatch=False)
+            try:
+                cache = config.create_timing_cache(blob)
+                accepted = cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+            except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError on corrupt blobs
+                logger.debug("%s: timing cache %s unreadable: %s", self.name, timing_path, exc)
+                accepted = False
+            if not accepted:
+                # a cache of another GPU or TensorRT build: start from an empty one (it is rewritten below)
+                logger.warning("%s: timing cache %s does not match this GPU/TensorRT; using a new one", self.name, timing_path)
+                if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+                    raise BackendError("set_timing_cache rejected an empty timing cache")
         profile = builder.create_optimization_profile()
         _, c, h, w = tuple(inp.shape)
         profile.set_shape(inp.name, (1, c, h, w), (self.opt_batch, c, h, w), (self.max_batch, c, h, w))
@@ -275,10 +284,13 @@ class TensorRTBackend(InferenceBackend):
         logger.info("%s: engine built in %.1f s", self.name, self.build_seconds)
         return bytes(serialized)
 
-    def _timing_cache_path(self) -> Path | None:
+    def _timing_cache_path(self, context: Any) -> Path | None:
+        """One timing cache per TensorRT version and GPU model (timings of another GPU are wrong here)."""
         if not self.use_timing_cache:
             return None
-        return self.cache_dir / f"timing-{self._trt.__version__}.cache"
+        major, minor = context.compute_capability
+        gpu = "".join(c if c.isalnum() else "-" for c in str(context.name)).strip("-")
+        return self.cache_dir / f"timing-{self._trt.__version__}-{gpu}-sm{major}{minor}.cache"
 
     # -- lifecycle ----------------------------------------------------------------------
 

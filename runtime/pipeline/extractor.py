@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from runtime.infer.base import InferenceBackend
 from runtime.io.descriptors import VideoDescriptors
 from runtime.model_manifest import ModelManifest, default_model_dir, sha256_of_file
 from runtime.pipeline.devices import build_gpu_pipeline, build_host_pipeline
@@ -31,6 +32,15 @@ from runtime.sampling import SamplingPolicy
 logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "gpu"]
+Engine = Literal["auto", "ort", "torch", "trt"]
+Precision = Literal["auto", "fp32", "fp16"]
+
+# What each device runs (the first entry is the default): the CPU path feeds host batches to
+# ONNX Runtime or PyTorch; the GPU path feeds device batches to TensorRT or PyTorch.
+DEVICE_ENGINES: dict[str, tuple[str, ...]] = {"cpu": ("ort", "torch"), "gpu": ("trt", "torch")}
+DEVICE_PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32",), "gpu": ("fp16", "fp32")}
+DEFAULT_DECODE_WORKERS = {"cpu": 1, "gpu": 7}  # 7 NVDEC sessions saturate an H100-class decoder
+DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 256}
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,8 @@ class ExtractorConfig:
 
     The defaults are the best configuration of the ablation in benchmarks/RESULTS.md: sample
     2 frames/s, keep the ceil(duration) most novel ones per video while pruning near-duplicates
-    (cosine >= 0.9), PCA-whiten to 128 dims, add the score-normalisation dimension.
+    (cosine >= 0.9), PCA-whiten to 128 dims, add the score-normalisation dimension. ``None``
+    and ``auto`` settings take the chosen device's default (``resolve``).
     """
 
     device: Device = "auto"
@@ -47,10 +58,14 @@ class ExtractorConfig:
     sample_fps: float = 2.0
     descriptors_per_second: float = 1.0
     duplicate_similarity: float = 0.9
-    decode_workers: int = 1
+    decode_workers: int | None = None
     decode_timeout: float | None = 600.0
     intra_op_threads: int = 0
-    batch_size: int = 32
+    batch_size: int | None = None
+    engine: Engine = "auto"
+    precision: Precision = "auto"
+    engine_cache_dir: Path | None = None
+    cuda_device: int = 0
     score_normalization: bool = True
 
     @staticmethod
@@ -58,24 +73,69 @@ class ExtractorConfig:
         d = ExtractorConfig()
         group = parser.add_argument_group("extraction")
         group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=d.device,
-                           help="gpu = NVDEC + TensorRT, cpu = PyAV + ONNX Runtime, auto = gpu when available")
+                           help="gpu = NVDEC + CUDA kernels + TensorRT/PyTorch, cpu = PyAV + C++ + ONNX Runtime/PyTorch, "
+                                "auto = gpu when it is ready (default: %(default)s)")
         group.add_argument("--model-dir", type=Path, default=None, help="model assets (default: the shipped model_assets/)")
-        group.add_argument("--sample-fps", type=float, default=d.sample_fps, help="frames sampled per second before the budget")
+        group.add_argument("--sample-fps", type=float, default=d.sample_fps,
+                           help="frames sampled per second before the budget (default: %(default)s)")
         group.add_argument("--descriptors-per-second", type=float, default=d.descriptors_per_second,
-                           help="per-video cap, as a fraction of ceil(duration) (<= 1)")
+                           help="per-video cap, as a fraction of ceil(duration) (<= 1; default: %(default)s)")
         group.add_argument("--duplicate-similarity", type=float, default=d.duplicate_similarity,
-                           help="drop samples at least this similar to a kept one of the same video (1 = off)")
-        group.add_argument("--decode-workers", type=int, default=d.decode_workers, help="videos decoded concurrently")
-        group.add_argument("--decode-timeout", type=float, default=d.decode_timeout, help="seconds per video before giving up")
+                           help="drop samples at least this similar to a kept one of the same video (1 = off; default: %(default)s)")
+        group.add_argument("--decode-workers", "--decode-sessions", dest="decode_workers", type=int, default=None,
+                           help="videos decoded concurrently: PyAV decoders on the CPU, NVDEC sessions on the GPU "
+                                f"(default: {DEFAULT_DECODE_WORKERS['cpu']} on the CPU, {DEFAULT_DECODE_WORKERS['gpu']} on the GPU)")
+        group.add_argument("--decode-timeout", type=float, default=d.decode_timeout,
+                           help="seconds per video before giving up (default: %(default)s)")
         group.add_argument("--threads", dest="intra_op_threads", type=int, default=d.intra_op_threads,
-                           help="ONNX Runtime threads (0 = all cores)")
-        group.add_argument("--batch-size", type=int, default=d.batch_size, help="images per inference call")
+                           help="CPU inference threads (default 0: the cores the decoders leave, from the CPU affinity)")
+        group.add_argument("--batch-size", type=int, default=None,
+                           help=f"images per inference batch (default: {DEFAULT_BATCH_SIZE['cpu']} on the CPU, {DEFAULT_BATCH_SIZE['gpu']} on the GPU)")
+        group.add_argument("--engine", choices=["auto", "ort", "torch", "trt"], default=d.engine,
+                           help="inference engine: ort or torch on the CPU, trt or torch on the GPU (default auto: ort / trt)")
+        group.add_argument("--precision", choices=["auto", "fp32", "fp16"], default=d.precision,
+                           help="GPU inference precision (default auto: fp16 on the GPU, fp32 on the CPU)")
+        group.add_argument("--engine-cache-dir", type=Path, default=None,
+                           help="TensorRT engine and timing cache directory (default: ~/.cache/vcd-runtime/trt)")
+        group.add_argument("--cuda-device", type=int, default=d.cuda_device, help="CUDA device ordinal (default: %(default)s)")
         group.add_argument("--no-score-norm", dest="score_normalization", action="store_false",
                            help="do not add the score-normalisation dimension (noise set of training references)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExtractorConfig:
         return cls(**{k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)})
+
+    def resolve(self, device: str) -> ResolvedSettings:
+        """The settings for ``device`` (``cpu`` or ``gpu``), or ValueError naming an option the device cannot honour."""
+        engines, precisions = DEVICE_ENGINES[device], DEVICE_PRECISIONS[device]
+        engine = engines[0] if self.engine == "auto" else self.engine
+        if engine not in engines:
+            raise ValueError(f"--engine {engine} does not run on the {device} path; choose one of {list(engines)}")
+        precision = precisions[0] if self.precision == "auto" else self.precision
+        if precision not in precisions:
+            raise ValueError(f"--precision {precision} is not available on the {device} path; choose one of {list(precisions)}")
+        if self.engine_cache_dir is not None and engine != "trt":
+            raise ValueError(f"--engine-cache-dir applies to the TensorRT engine only (the {device} path runs {engine})")
+        if self.intra_op_threads and device == "gpu":
+            raise ValueError("--threads sets CPU inference threads; the GPU path runs inference on the GPU")
+        if self.cuda_device != 0 and device == "cpu":
+            raise ValueError(f"--cuda-device {self.cuda_device} needs the GPU path (--device gpu)")
+        decode_workers = self.decode_workers if self.decode_workers is not None else DEFAULT_DECODE_WORKERS[device]
+        batch_size = self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZE[device]
+        if decode_workers < 1 or batch_size < 1:
+            raise ValueError(f"--decode-workers and --batch-size must be >= 1, got {decode_workers} and {batch_size}")
+        return ResolvedSettings(device, engine, precision, decode_workers, batch_size)
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """What one device runs with: ``ExtractorConfig.resolve``'s result."""
+
+    device: str
+    engine: str
+    precision: str
+    decode_workers: int
+    batch_size: int
 
 
 @dataclass
@@ -91,6 +151,7 @@ class Extractor:
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
     noise: np.ndarray | None = None
     normalization: ScoreNormalization | None = None
+    settings: ResolvedSettings | None = None
 
     @property
     def output_dim(self) -> int:
@@ -125,7 +186,11 @@ class Extractor:
         }
 
     def describe(self) -> str:
-        return (f"device={self.device} model={self.manifest.name} dim={self.model_dim}->{self.output_dim} "
+        settings = "" if self.settings is None else (
+            f" engine={self.settings.engine} precision={self.settings.precision} "
+            f"decode_workers={self.settings.decode_workers} batch={self.settings.batch_size}"
+        )
+        return (f"device={self.device}{settings} model={self.manifest.name} dim={self.model_dim}->{self.output_dim} "
                 f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget} score_norm={self.normalization}")
 
 
@@ -145,13 +210,64 @@ def load_postprocessor(manifest: ModelManifest, budget: BudgetConfig) -> Postpro
     return Postprocessor(projection=projection, budget=budget)
 
 
-def gpu_available() -> tuple[bool, str]:
-    """Whether the GPU path can run here, and why not."""
-    try:
-        from runtime.device.cuda import gpu_runtime_status
-    except ImportError as exc:
-        return False, f"GPU support not importable: {exc}"
-    return gpu_runtime_status()
+def gpu_available(engine: str = "trt", device: int = 0) -> tuple[bool, str]:
+    """Whether the GPU path with ``engine`` can run here, and why not."""
+    from runtime.device.cuda import gpu_runtime_status
+
+    packages = ("pycuda", "PyNvVideoCodec", "tensorrt" if engine == "trt" else "torch")
+    return gpu_runtime_status(device, packages=packages)
+
+
+def choose_device(config: ExtractorConfig) -> str:
+    """``cpu`` or ``gpu`` for ``config.device``; ``auto`` takes the GPU only when it is ready."""
+    if config.device == "cpu":
+        return "cpu"
+    engine = "trt" if config.engine in ("auto", "ort") else config.engine
+    ok, reason = gpu_available(engine, config.cuda_device)
+    if ok:
+        return "gpu"
+    if config.device == "gpu":
+        raise ValueError(f"--device gpu requested but the GPU is unavailable: {reason}")
+    logger.info("GPU unavailable: %s; using the CPU path", reason)
+    return "cpu"
+
+
+def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: ResolvedSettings, sampling: SamplingPolicy) -> Pipeline:
+    """The scheduler with the device operations ``settings`` name."""
+    preprocess = preprocess_config(manifest)
+    if settings.device == "gpu":
+        return build_gpu_pipeline(
+            manifest,
+            sampling,
+            preprocess,
+            decode_timeout=config.decode_timeout,
+            num_workers=settings.decode_workers,
+            batch_size=settings.batch_size,
+            engine_cache_dir=None if config.engine_cache_dir is None else str(config.engine_cache_dir),
+            device=config.cuda_device,
+            engine=settings.engine,
+            precision=settings.precision,
+        )
+    from runtime.decode.pyav import PyAVDecoder
+    from runtime.device.host import ThreadBudget
+
+    budget = ThreadBudget.plan(settings.decode_workers, config.intra_op_threads)
+    if settings.engine == "torch":
+        from runtime.infer.torch import TorchBackend
+
+        backend: InferenceBackend = TorchBackend(manifest.onnx_path, device="cpu", num_threads=budget.inference_threads)
+    else:
+        from runtime.infer.ort import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=budget.inference_threads, batch_size=settings.batch_size)
+    return build_host_pipeline(
+        PyAVDecoder(thread_count=budget.decoder_threads, timeout_seconds=config.decode_timeout),
+        backend,
+        sampling,
+        replace(preprocess, num_threads=budget.resize_threads),
+        decode_workers=settings.decode_workers,
+        batch_size=settings.batch_size,
+    )
 
 
 def build_extractor(config: ExtractorConfig) -> Extractor:
@@ -164,34 +280,12 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
     postprocessor = load_postprocessor(manifest, budget)
     model_dim = manifest.output.dim
     postprocessor.output_dim(model_dim)  # fail early when the descriptors would exceed 512 dims
-    preprocess = preprocess_config(manifest)
-    device = config.device
-    if device in ("auto", "gpu"):
-        ok, reason = gpu_available()
-        if not ok:
-            if device == "gpu":
-                raise ValueError(f"--device gpu requested but the GPU path is unavailable: {reason}")
-            logger.info("GPU path unavailable (%s); using the CPU", reason)
-            device = "cpu"
-        else:
-            device = "gpu"
-    if device == "gpu":
-        pipeline = build_gpu_pipeline(manifest, sampling, preprocess, decode_timeout=config.decode_timeout)
-    else:
-        from runtime.decode.pyav import PyAVDecoder
-        from runtime.infer.ort import OnnxRuntimeBackend
-        backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=config.intra_op_threads, batch_size=config.batch_size)
-        pipeline = build_host_pipeline(
-            PyAVDecoder(timeout_seconds=config.decode_timeout),
-            backend,
-            sampling,
-            preprocess,
-            decode_workers=config.decode_workers,
-            batch_size=config.batch_size,
-        )
+    device = choose_device(config)
+    settings = config.resolve(device)
+    pipeline = build_pipeline(manifest, config, settings, sampling)
     noise, normalization = None, None
     if config.score_normalization:
         if manifest.noise_set_path is None:
             raise ValueError("score normalisation needs a noise set in the model assets (manifest 'noise_set'); use --no-score-norm")
         noise, normalization = load_noise_set(manifest.noise_set_path), ScoreNormalization()
-    return Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization)
+    return Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization, settings)
