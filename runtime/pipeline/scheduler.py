@@ -53,149 +53,10 @@ import numpy as np
 from runtime.decode.base import DecodeSession, SlotWriter, VideoPlan
 from runtime.device.base import DeviceOps
 from runtime.infer.base import BatchEngine, PendingBatch
+from runtime.pipeline.batcher import Batch, Batcher, Stopped
 from runtime.records import VideoEmbeddings, VideoFailure
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------
-# Injectable components
-
-
-# ---------------------------------------------------------------------------------------
-# Host implementations (CPU benchmark mode and tests)
-
-
-# ---------------------------------------------------------------------------------------
-# Scheduling
-
-
-class _Stopped(BaseException):
-    """The run was abandoned (generator closed or failed); threads unwind.
-
-    A ``BaseException``, so that a decoder's ``except Exception`` (e.g. NVDEC's fallback to the
-    CPU decoder) never mistakes the stop signal for a decode error.
-    """
-
-
-@dataclass
-class _Batch:
-    id: int
-    buffer: Any
-    capacity: int
-    keys: list[tuple[int, int, int]] = field(default_factory=list)  # per slot: (video, generation, sample)
-    events: dict[int, Any] = field(default_factory=dict)  # stream id -> latest event
-    allocated: int = 0
-    committed: int = 0
-    sealed: bool = False
-
-
-class _Batcher:
-    """Hands out batch slots to all workers; a batch is ready when sealed and fully committed."""
-
-    def __init__(
-        self,
-        allocate: Callable[[], Any],
-        capacity: int,
-        num_buffers: int,
-        on_ready: Callable[[_Batch], None],
-        stop: threading.Event,
-    ) -> None:
-        self._allocate = allocate
-        self._capacity = capacity
-        self._num_buffers = num_buffers
-        self._free: list[Any] = []
-        self._allocated_buffers = 0
-        self._on_ready = on_ready
-        self._stop = stop
-        self._cond = threading.Condition()
-        self._current: _Batch | None = None
-        self._next_id = 0
-        self.max_buffers_in_use = 0
-        self._in_use = 0
-        self.sizes: list[int] = []
-
-    def _new_batch(self) -> _Batch:
-        # lock held and a buffer is free or may still be allocated
-        if self._free:
-            buffer = self._free.pop()
-        else:
-            buffer = self._allocate()
-            self._allocated_buffers += 1
-        self._in_use += 1
-        self.max_buffers_in_use = max(self.max_buffers_in_use, self._in_use)
-        batch = _Batch(self._next_id, buffer, self._capacity)
-        self._next_id += 1
-        return batch
-
-    def acquire(self) -> tuple[_Batch, int]:
-        ready = None
-        with self._cond:
-            # A full batch is unset at once, so only "no current batch" needs a new one; re-check
-            # after every wait, another worker may have created it meanwhile.
-            while self._current is None:
-                if self._stop.is_set():
-                    raise _Stopped
-                if self._free or self._allocated_buffers < self._num_buffers:
-                    self._current = self._new_batch()
-                else:
-                    self._cond.wait(timeout=0.1)
-            batch = self._current
-            slot = batch.allocated
-            batch.allocated += 1
-            batch.keys.append((-1, -1, -1))
-            if batch.allocated == self._capacity:
-                batch.sealed = True
-                self._current = None
-                ready = self._take_if_ready(batch)
-        if ready is not None:
-            self._on_ready(ready)
-        return batch, slot
-
-    def commit(self, batch: _Batch, slot: int, key: tuple[int, int, int], stream_key: int, event: Any) -> None:
-        with self._cond:
-            batch.keys[slot] = key
-            if event is not None:
-                batch.events[stream_key] = event
-            batch.committed += 1
-            ready = self._take_if_ready(batch)
-        if ready is not None:
-            self._on_ready(ready)
-
-    def _take_if_ready(self, batch: _Batch) -> _Batch | None:
-        if batch.sealed and batch.committed == batch.allocated and batch.allocated > 0:
-            self.sizes.append(batch.allocated)
-            return batch
-        return None
-
-    def flush(self) -> None:
-        """Seal the partial batch (end of input, or starvation)."""
-        ready = None
-        with self._cond:
-            batch = self._current
-            if batch is None:
-                return
-            self._current = None
-            if batch.allocated == 0:
-                self._release_locked(batch.buffer)
-                return
-            batch.sealed = True
-            ready = self._take_if_ready(batch)
-        if ready is not None:
-            self._on_ready(ready)
-
-    def release(self, batch: _Batch) -> None:
-        with self._cond:
-            self._release_locked(batch.buffer)
-
-    def _release_locked(self, buffer: Any) -> None:
-        self._free.append(buffer)
-        self._in_use -= 1
-        self._cond.notify_all()
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
 
 
 @dataclass
@@ -313,8 +174,8 @@ class Pipeline:
         self._waiting_workers = 0
         self._live_workers = 0
 
-    def _make_batcher(self, on_ready: Callable[[_Batch], None]) -> _Batcher:
-        return _Batcher(
+    def _make_batcher(self, on_ready: Callable[[Batch], None]) -> Batcher:
+        return Batcher(
             lambda: self.ops.allocate_batch(self.batch_size, self.image_shape),  # type: ignore[arg-type]
             self.batch_size,
             self.num_buffers,
@@ -326,7 +187,7 @@ class Pipeline:
         with self._lock:
             while True:
                 if self._stop.is_set():
-                    raise _Stopped
+                    raise Stopped
                 if self._input_exhausted:
                     return None
                 if not wait_for_window or self._next_position < self._next_yield + self.max_inflight_videos:
@@ -372,7 +233,7 @@ class Pipeline:
         sink = _Sink(self, state, session)
         try:
             session.decode_into(state.path, sink)
-        except _Stopped:
+        except Stopped:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the run
             logger.info("%s: decoding failed: %s: %s", state.path, type(exc).__name__, exc)
@@ -395,7 +256,7 @@ class Pipeline:
             state.decode_finished = True
             self._check_complete(state)
 
-    def _scatter(self, batch: _Batch, embeddings: np.ndarray | None, busy: float, error: BaseException | None) -> None:
+    def _scatter(self, batch: Batch, embeddings: np.ndarray | None, busy: float, error: BaseException | None) -> None:
         with self._lock:
             self._stats.batch_sizes.append(batch.allocated)
             self._stats.engine_busy_seconds += busy
@@ -488,7 +349,7 @@ class Pipeline:
         return results
 
     def _run_serial(self) -> Iterator[VideoEmbeddings | VideoFailure]:
-        def infer_now(batch: _Batch) -> None:
+        def infer_now(batch: Batch) -> None:
             self._infer_and_scatter(batch, self.engine.submit(batch.buffer, batch.allocated, list(batch.events.values())))
 
         self._batcher = self._make_batcher(infer_now)
@@ -509,7 +370,7 @@ class Pipeline:
             finally:
                 session.close()
 
-    def _infer_and_scatter(self, batch: _Batch, pending: PendingBatch | BaseException) -> None:
+    def _infer_and_scatter(self, batch: Batch, pending: PendingBatch | BaseException) -> None:
         try:
             if isinstance(pending, BaseException):
                 raise pending
@@ -529,7 +390,7 @@ class Pipeline:
         def put(q: queue.Queue[Any], item: Any, attr: str) -> None:
             while True:
                 if self._stop.is_set():
-                    raise _Stopped
+                    raise Stopped
                 try:
                     q.put(item, timeout=0.1)
                 except queue.Full:
@@ -542,7 +403,7 @@ class Pipeline:
         def get(q: queue.Queue[Any]) -> Any:
             while True:
                 if self._stop.is_set():
-                    raise _Stopped
+                    raise Stopped
                 try:
                     return q.get(timeout=0.1)
                 except queue.Empty:
@@ -555,7 +416,7 @@ class Pipeline:
                 try:
                     with self.ops.thread_scope():
                         body()
-                except _Stopped:
+                except Stopped:
                     pass
                 except BaseException as exc:
                     logger.exception("pipeline thread failed")
