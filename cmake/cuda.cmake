@@ -1,7 +1,7 @@
 # Optional CUDA preprocessing kernels (cpp/cuda/preprocess_kernels.cu).
 #
 # The kernels are compiled to a fatbin with nvcc and installed next to the Python code as
-# runtime/gpu/preprocess_kernels.fatbin; runtime/gpu/cuda_preprocess.py loads it with pycuda
+# runtime/preprocess/preprocess_kernels.fatbin; runtime/preprocess/cuda.py loads it with pycuda
 # at run time (Note [Why a fatbin loaded by pycuda] there). Nothing links against CUDA, so
 # the pybind11 extension stays CPU-only and the package builds the same without nvcc.
 #
@@ -72,5 +72,5 @@ add_custom_command(
   VERBATIM)
 add_custom_target(vcd_cuda_kernels ALL DEPENDS "${VCD_CUDA_FATBIN}")
 
-install(FILES "${VCD_CUDA_FATBIN}" DESTINATION runtime/gpu)
+install(FILES "${VCD_CUDA_FATBIN}" DESTINATION runtime/preprocess)
 message(STATUS "vcd: CUDA kernels with ${VCD_NVCC} ${VCD_NVCC_VERSION} for sm ${VCD_CUDA_ARCHITECTURES} + PTX compute_${_vcd_ptx_arch}")

@@ -121,7 +121,7 @@ class NvdecSession:
     """One NVDEC decode session with its own CUDA stream (one per pipeline worker thread).
 
     Args:
-        context: ``runtime.gpu.CudaContext`` (current on the calling thread).
+        context: ``runtime.device.cuda.CudaContext`` (current on the calling thread).
         preprocessor: ``CudaPreprocessor`` for that context.
         ops: the pipeline's ``CudaOps``.
         policy: sampling policy.
@@ -149,7 +149,7 @@ class NvdecSession:
         self.stream.synchronize()
 
     def decode_into(self, path: str, sink: Any) -> None:
-        """Decode ``path`` into the sink (``runtime.gpu.pipeline.FrameSink``); see the module docstring."""
+        """Decode ``path`` into the sink (``runtime.decode.base.FrameSink``); see the module docstring."""
         from runtime.decode.base import VideoPlan
 
         info = self.cpu_decoder.probe(path)

@@ -151,7 +151,7 @@ class CudaOps:
     """Batches in device memory (pycuda), CUDA events, uploads on the worker's stream.
 
     Args:
-        context: a ``runtime.gpu.CudaContext``; every pipeline thread enters its scope.
+        context: a ``runtime.device.cuda.CudaContext``; every pipeline thread enters its scope.
     """
 
     def __init__(self, context: Any) -> None:

@@ -66,7 +66,7 @@ def build_gpu_pipeline(
         num_workers: concurrent NVDEC sessions (7 on H100-class GPUs).
         batch_size: engine batch (also the engine profile's max batch).
         overlap: False gives the serial variant (benchmark ``gpu-serial``).
-        engine_cache_dir: TensorRT engine cache (default ``runtime.backends.trt.default_cache_dir()``).
+        engine_cache_dir: TensorRT engine cache (default ``runtime.infer.trt.default_cache_dir()``).
         device: CUDA device ordinal.
 
     Returns:

@@ -3,9 +3,9 @@
 Note [Why a fatbin loaded by pycuda]
 ------------------------------------
 The kernels (``cpp/cuda/preprocess_kernels.cu``) are compiled by CMake into
-``runtime/gpu/preprocess_kernels.fatbin`` (SASS for sm_75..sm_90 plus PTX) and loaded here
+``runtime/preprocess/preprocess_kernels.fatbin`` (SASS for sm_75..sm_90 plus PTX) and loaded here
 with ``pycuda.driver.module_from_buffer`` into the primary context that NVDEC and TensorRT
-also use (Note [One CUDA context] in ``runtime/gpu/__init__.py``). This keeps the pybind11
+also use (Note [One CUDA context] in ``runtime/device/cuda.py``). This keeps the pybind11
 extension ``vcd_core`` CPU-only (it builds and imports on machines without CUDA), avoids
 mixing a runtime-API context owned by a CUDA-linked extension with the driver-API context
 of the decoder, and lets the kernels take raw device pointers and streams from any of the
@@ -279,7 +279,7 @@ class CudaPreprocessor:
     tables are uploaded once per geometry and kept for the instance's lifetime.
 
     Args:
-        context: a ``runtime.gpu.CudaContext`` (current on the calling threads).
+        context: a ``runtime.device.cuda.CudaContext`` (current on the calling threads).
         fatbin: path of the compiled kernels; default ``find_fatbin()``.
     """
 
@@ -291,7 +291,7 @@ class CudaPreprocessor:
         path = Path(fatbin) if fatbin is not None else find_fatbin()
         if path is None or not path.is_file():
             raise CudaPreprocessError(
-                f"CUDA kernels not found (looked for {FATBIN_NAME} in runtime/gpu/, build/*/ and $VCD_CUDA_FATBIN); "
+                f"CUDA kernels not found (looked for {FATBIN_NAME} in runtime/preprocess/, build/*/ and $VCD_CUDA_FATBIN); "
                 "build the package with nvcc available (cmake option VCD_ENABLE_CUDA=ON)"
             )
         with context.scope():
