@@ -37,7 +37,7 @@ def test_projection_dim_errors():
         proj.apply(np.ones((1, 3)))
 
 
-@pytest.mark.parametrize("duration, rate, cap", [(10.0, 1.0, 10), (10.2, 1.0, 11), (0.3, 1.0, 1), (10.0, 0.5, 5), (0.0, 1.0, 1)])
+@pytest.mark.parametrize("duration, rate, cap", [(10.0, 1.0, 10), (10.2, 1.0, 11), (0.3, 1.0, 1), (10.0, 0.5, 5), (0.0, 1.0, 0)])
 def test_cap(duration, rate, cap):
     assert BudgetConfig(descriptors_per_second=rate).cap(duration) == cap
 

@@ -77,18 +77,16 @@ def _id_array(ids: Sequence[str]) -> np.ndarray:
     return np.array(list(ids), dtype=np.str_) if ids else np.zeros((0,), dtype="<U1")
 
 
-def save_descriptors(path: str | os.PathLike, videos: Iterable[VideoDescriptors], dim: int | None = None) -> Path:
-    """Write descriptors in the challenge format, atomically, videos sorted by id.
+def descriptor_arrays(videos: Iterable[VideoDescriptors], dim: int | None = None) -> dict[str, np.ndarray]:
+    """The three challenge arrays for a set of videos, sorted by id.
 
     Args:
-        path: output ``.npz`` path.
         videos: per-video descriptors (videos with zero rows are allowed and omitted).
         dim: descriptor dimension to use when ``videos`` has no rows at all.
 
     Returns:
-        The path written.
+        ``{"video_ids", "timestamps", "features"}`` as written to the ``.npz``.
     """
-    path = Path(path)
     videos = sorted((v for v in videos if len(v) > 0), key=lambda v: v.video_id)
     ids = [v.video_id for v in videos for _ in range(len(v))]
     if videos:
@@ -100,7 +98,39 @@ def save_descriptors(path: str | os.PathLike, videos: Iterable[VideoDescriptors]
     else:
         features = np.zeros((0, dim or 0), dtype=np.float32)
         timestamps = np.zeros((0, 2), dtype=np.float32)
-    atomic_save_npz(path, video_ids=_id_array(ids), timestamps=timestamps, features=features)
+    return {"video_ids": _id_array(ids), "timestamps": timestamps, "features": features}
+
+
+def save_descriptors(
+    path: str | os.PathLike,
+    videos: Iterable[VideoDescriptors],
+    dim: int | None = None,
+    durations: Mapping[str, float] | None = None,
+    max_dim: int = MAX_DESCRIPTOR_DIM,
+) -> Path:
+    """Write descriptors in the challenge format, atomically, videos sorted by id.
+
+    The arrays are validated (:func:`validate_descriptor_arrays`) *before* anything is
+    written, so a rule violation never leaves an invalid file at ``path``.
+
+    Args:
+        path: output ``.npz`` path.
+        videos: per-video descriptors (videos with zero rows are allowed and omitted).
+        dim: descriptor dimension to use when ``videos`` has no rows at all.
+        durations: video id -> budget duration in seconds; when given, ids must be known and
+            the total count must stay within sum(ceil(duration)).
+        max_dim: the largest allowed descriptor dimension.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DescriptorFileError: the arrays break a rule; nothing was written.
+    """
+    path = Path(path)
+    arrays = descriptor_arrays(videos, dim)
+    validate_descriptor_arrays(**arrays, durations=durations, max_dim=max_dim)
+    atomic_save_npz(path, **arrays)
     return path
 
 
@@ -146,6 +176,22 @@ def validate_descriptor_file(
         if missing:
             raise DescriptorFileError(f"{path}: missing arrays {sorted(missing)}")
         ids, timestamps, features = data["video_ids"], data["timestamps"], data["features"]
+    validate_descriptor_arrays(ids, timestamps, features, durations, max_dim)
+
+
+def validate_descriptor_arrays(
+    video_ids: np.ndarray,
+    timestamps: np.ndarray,
+    features: np.ndarray,
+    durations: Mapping[str, float] | None = None,
+    max_dim: int = MAX_DESCRIPTOR_DIM,
+) -> None:
+    """The challenge's rules on the three arrays of a descriptor file (see :func:`validate_descriptor_file`).
+
+    Raises:
+        DescriptorFileError: with the first rule broken and the offending values.
+    """
+    ids = video_ids
     if ids.dtype.kind not in "UiuS":
         raise DescriptorFileError(f"video_ids must be str or int, got dtype {ids.dtype}")
     if features.dtype != np.float32:

@@ -1,8 +1,8 @@
 """Crash-safe per-video results, so an interrupted run resumes where it stopped.
 
 Layout under ``work_dir``: ``run.json`` (the fingerprint of the settings that produced the
-results), ``videos/<id>.npz`` (one finished video, written atomically) and
-``errors/<id>.json`` (one failed video). A result is only trusted when the fingerprint
+results), ``videos/<id>.npz`` (one finished video, written atomically, with the duration its
+budget was computed from) and ``errors/<id>.json`` (one failed video). A result is only trusted when the fingerprint
 matches, so changing the model or the settings starts afresh.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -18,12 +19,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from runtime.io.descriptors import VideoDescriptors, load_descriptors, save_descriptors
+import numpy as np
+
+from runtime.io.descriptors import (
+    VideoDescriptors,
+    atomic_save_npz,
+    descriptor_arrays,
+    load_descriptors,
+)
 from runtime.io.fileio import atomic_write_text
 from runtime.records import VideoFailure
 
 logger = logging.getLogger(__name__)
 
+# Bumped whenever the per-video file layout changes: results of another layout are discarded.
+STORE_FORMAT = 2
+_BUDGET_DURATION_KEY = "budget_duration"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
@@ -44,7 +55,7 @@ class ResultStore:
 
     def __init__(self, work_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> None:
         self.work_dir = Path(work_dir)
-        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+        self.fingerprint = json.loads(json.dumps({"store_format": STORE_FORMAT, **fingerprint}, sort_keys=True))
         run_file = self.work_dir / "run.json"
         if run_file.is_file():
             try:
@@ -74,18 +85,33 @@ class ResultStore:
     def is_done(self, video_id: str) -> bool:
         return self._video_path(video_id).is_file()
 
-    def save(self, descriptors: VideoDescriptors) -> None:
-        """Persist one finished video (atomic) and forget an earlier failure of it."""
-        save_descriptors(self._video_path(descriptors.video_id), [descriptors], dim=descriptors.dim)
+    def save(self, descriptors: VideoDescriptors, budget_duration: float | None = None) -> None:
+        """Persist one finished video (atomic) and forget an earlier failure of it.
+
+        Args:
+            descriptors: the video's final descriptors.
+            budget_duration: the duration (seconds) its descriptor budget was computed from:
+                the metadata's, or the decoded one for ids the metadata lacks. Stored so that a
+                resumed run can check the file-wide budget without decoding again.
+        """
+        arrays = descriptor_arrays([descriptors], dim=descriptors.dim)
+        duration = np.float64(np.nan if budget_duration is None else budget_duration)
+        atomic_save_npz(self._video_path(descriptors.video_id), **arrays, **{_BUDGET_DURATION_KEY: duration})
         self._error_path(descriptors.video_id).unlink(missing_ok=True)
+
+    def budget_duration(self, video_id: str) -> float | None:
+        """The duration a finished video's budget was computed from (None when not recorded)."""
+        with np.load(self._video_path(video_id), allow_pickle=False) as data:
+            if _BUDGET_DURATION_KEY not in data.files:
+                return None
+            value = float(data[_BUDGET_DURATION_KEY])
+        return None if math.isnan(value) else value
 
     def load(self, video_id: str) -> VideoDescriptors:
         path = self._video_path(video_id)
         videos = load_descriptors(path)
         if not videos:
             # A video may legitimately keep zero descriptors; keep its id.
-            import numpy as np
-
             with np.load(path, allow_pickle=False) as data:
                 dim = data["features"].shape[1]
             return VideoDescriptors(video_id, np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32))

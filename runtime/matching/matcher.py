@@ -1,4 +1,13 @@
-"""Matching track: candidate pairs from a global faiss search -> temporal alignment -> copied segments."""
+"""Matching track: per-query candidate pairs from a faiss kNN search -> temporal alignment -> copied segments.
+
+Note [Per-query candidates]: the candidates of a query are chosen from that query's own kNN
+search over the reference set (``runtime.search.candidates.per_query_candidates``), never
+from a global top-K over all queries together, so the segments reported for a query are a
+function of that query and the references alone. A production system adds and removes
+videos continuously; with a global cut a query's matches would change whenever other
+queries were added. (The descriptor track's *metric* keeps the official global search, see
+``runtime.evaluation.descriptor_track``; that is the scorer, not the matcher.)
+"""
 
 from __future__ import annotations
 
@@ -15,11 +24,17 @@ from runtime.postprocess.score_normalization import (
     normalize_references,
 )
 from runtime.records import Match
+from runtime.search.candidates import per_query_candidates
+from runtime.search.index import ReferenceIndex
 
 # Localisation node thresholds measured on the full mini-VSC (benchmarks/RESULTS.md): on
 # score-normalised similarities 0.15 (segment AP 0.474 vs 0.415 at 0); raw cosines need more.
 SCORE_NORMALIZED_MIN_SIMILARITY = 0.15
 RAW_MIN_SIMILARITY = 0.3
+# Per-query search: like the official baseline's kNN with k = 20, and as many references per
+# query as the descriptor track keeps pairs per query (25).
+NEIGHBORS_PER_DESCRIPTOR = 20
+MAX_REFS_PER_QUERY = 25
 
 
 @dataclass(frozen=True)
@@ -29,10 +44,14 @@ class MatchingConfig:
     Attributes:
         score_normalization: applied to raw descriptors when a noise set is given (None = off).
         localization: temporal alignment parameters.
+        neighbors_per_descriptor: reference descriptors retrieved per query descriptor.
+        max_refs_per_query: candidate references kept per query (Note [Per-query candidates]).
     """
 
     score_normalization: ScoreNormalization | None = ScoreNormalization()
     localization: LocalizationConfig = field(default_factory=lambda: LocalizationConfig(min_similarity=SCORE_NORMALIZED_MIN_SIMILARITY))
+    neighbors_per_descriptor: int = NEIGHBORS_PER_DESCRIPTOR
+    max_refs_per_query: int = MAX_REFS_PER_QUERY
 
     @classmethod
     def for_descriptors(cls, normalization: ScoreNormalization | None) -> MatchingConfig:
@@ -69,15 +88,15 @@ def find_matches(
         already_normalized: the descriptors already carry the score-normalisation dimension.
 
     Returns:
-        Matches with query/reference intervals in seconds and a score.
+        Matches with query/reference intervals in seconds and a score; the matches of a
+        query do not depend on the other queries (Note [Per-query candidates]).
     """
-    from runtime.evaluation.descriptor_track import descriptor_track_candidates
-
     if not already_normalized:
         queries, refs = prepare_for_search(queries, refs, noise, config.score_normalization)
     queries = [q for q in queries if len(q)]
     refs = [r for r in refs if len(r)]
     if not queries or not refs:
         return []
-    candidates = descriptor_track_candidates(queries, refs)
+    index = ReferenceIndex(refs)
+    candidates = per_query_candidates(queries, index, config.neighbors_per_descriptor, config.max_refs_per_query)
     return localize(queries, refs, [(c.query_id, c.ref_id, c.score) for c in candidates], config.localization)

@@ -174,8 +174,19 @@ class Extractor:
         raise ValueError(f"role must be 'query' or 'reference', got {role!r}")
 
     def fingerprint(self) -> dict:
-        """Everything that changes the descriptors (used to decide whether stored results are reusable)."""
+        """Everything that changes the descriptors (used to decide whether stored results are reusable).
+
+        Includes the package version and the ``vcd_core`` build: an upgraded install must not
+        reuse per-video results of the old code. The build id is the sha256 of the loaded
+        extension file, which changes with any rebuild that changes the machine code (sources,
+        compiler or flags) without needing the build to stamp anything into the module.
+        """
+        import runtime
+        from runtime._native import vcd_core
+
         return {
+            "package_version": runtime.__version__,
+            "vcd_core": {"version": vcd_core.__version__, "build_id": sha256_of_file(Path(vcd_core.__file__))},
             "onnx_sha256": self.manifest.onnx_sha256,
             "projection": self.manifest.projection and sha256_of_file(self.manifest.projection_path),
             "sampling": asdict(self.sampling),
@@ -183,6 +194,7 @@ class Extractor:
             "score_normalization": asdict(self.normalization) if self.normalization else None,
             "noise_set": self.normalization and self.manifest.noise_set and sha256_of_file(self.manifest.noise_set_path),
             "device": self.device,
+            "engine": None if self.settings is None else [self.settings.engine, self.settings.precision],
         }
 
     def describe(self) -> str:

@@ -29,8 +29,12 @@ class BudgetConfig:
             raise ValueError(f"duplicate_similarity must be in [-1, 1], got {self.duplicate_similarity}")
 
     def cap(self, duration: float) -> int:
-        """Most descriptors a video of this duration may keep (at least 1)."""
-        return max(1, math.floor(math.ceil(max(duration, 0.0) - 1e-9) * self.descriptors_per_second + 1e-9))
+        """Most descriptors a video of this duration may keep: 0 for duration 0 (its share of the
+        challenge budget is ceil(0) = 0), otherwise at least 1."""
+        seconds = math.ceil(max(duration, 0.0) - 1e-9)
+        if seconds <= 0:
+            return 0
+        return max(1, math.floor(seconds * self.descriptors_per_second + 1e-9))
 
 
 def frame_priority(embeddings: np.ndarray) -> np.ndarray:
