@@ -26,6 +26,12 @@ class VideoEmbeddings:
         timings: seconds per stage (``decode``, ``infer``...).
         decoder: name of the decoder used (``pyav``, ``nvdec``); fallbacks are recorded here.
         notes: free-form per-video remarks (e.g. why NVDEC fell back to the CPU).
+        decode_mode: how the decoder reconstructed the stream (``full``, ``nonref``, ``keyframes``...).
+        max_time_error: worst |requested sample time - time of the frame used| in seconds; the
+            intervals always carry the real frame times (None = not measured).
+        views: int (K,) which view of its frame each row embeds (0 = the whole frame or its
+            border-cropped content; see ``runtime.preprocess.layout``); None = every row is a whole frame.
+        layout: the per-video layout decision and its confidences (JSON-able), None = not analysed.
     """
 
     video_id: str
@@ -35,6 +41,10 @@ class VideoEmbeddings:
     timings: dict[str, float] = field(default_factory=dict)
     decoder: str = ""
     notes: tuple[str, ...] = ()
+    decode_mode: str = ""
+    max_time_error: float | None = None
+    views: np.ndarray | None = None
+    layout: dict | None = None
 
 
 @dataclass(frozen=True)

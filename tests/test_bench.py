@@ -24,7 +24,8 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def check_e2e_row(row: dict, videos: int) -> None:
-    assert set(row) == {"videos", "failures", "frames", "seconds", "videos_per_s", "frames_per_s", "seconds_per_video", "gpu_busy_share"}
+    assert set(row) == {"videos", "failures", "frames", "seconds", "videos_per_s", "frames_per_s", "seconds_per_video", "gpu_busy_share",
+                        "precision", "decode_modes", "max_time_error"}
     assert row["videos"] == videos and row["failures"] == 0
     assert row["frames"] == 2 * videos  # 2 s at 1 sample/s
     assert row["videos_per_s"] > 0 and row["frames_per_s"] > 0
@@ -39,14 +40,14 @@ def test_cpu_and_naive_run_for_real_and_gpu_modes_are_reported(video_dir: Path, 
     out = tmp_path / "bench.json"
     code = main(
         ["--videos", str(video_dir), "--backends", "gpu,gpu-serial,cpu,naive", "--json", str(out), "--model-dir", str(MANIFEST.parent),
-         "--infer-batch", "4", "--infer-seconds", "0.2", "--cpu-workers", "2", "--cpu-batch", "4", "--fps", "1"]
+         "--infer-batch", "4", "--infer-seconds", "0.2", "--cpu-workers", "2", "--cpu-batch", "4", "--fps", "1", "--decode-only-modes", "full"]
     )
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert set(report) == {"schema_version", "machine", "videos", "settings", "availability", "decode_only", "inference_only", "end_to_end", "checks"}
     assert report["videos"]["count"] == 2
-    assert list(report["end_to_end"]) == list(E2E_MODES)
+    assert list(report["end_to_end"]) == ["gpu", "gpu-serial", "cpu", "naive"]
     for mode in ("cpu", "naive"):
         check_e2e_row(report["end_to_end"][mode], 2)
         assert report["end_to_end"][mode]["gpu_busy_share"] is None
@@ -89,3 +90,31 @@ def test_checks_and_table_from_a_synthetic_report() -> None:
     report["checks"] = checks
     table = format_table(report)
     assert "skipped: no ORT" in table and "50%" in table and "1 failed" in table
+
+
+@pytest.mark.slow
+def test_peers_and_previous_defaults_run_side_by_side(video_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    if not MANIFEST.is_file():
+        pytest.skip("no model_assets/manifest.json")
+    out = tmp_path / "bench.json"
+    modes = "cpu,cpu-previous,peer-ffmpeg,peer-torchcodec"
+    code = main(["--videos", str(video_dir), "--backends", modes, "--json", str(out), "--model-dir", str(MANIFEST.parent), "--decode-mode", "auto",
+                 "--precision", "fp32", "--infer-batch", "2", "--infer-seconds", "0.1", "--cpu-workers", "1", "--cpu-batch", "4", "--fps", "1"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    e2e = report["end_to_end"]
+    assert list(e2e) == modes.split(",") and set(E2E_MODES) >= set(e2e)
+    for mode in ("cpu", "cpu-previous"):
+        check_e2e_row(e2e[mode], 2)
+        assert e2e[mode]["max_time_error"] < 1 / 25 + 1e-6  # 25 fps clips, 1 sample/s
+    assert e2e["cpu-previous"]["decode_modes"] == {"full": 2} and e2e["cpu-previous"]["precision"] == "fp32"
+    assert sum(e2e["cpu"]["decode_modes"].values()) == 2 and "full" not in e2e["cpu"]["decode_modes"]
+    if shutil.which("ffmpeg"):
+        check_e2e_row(e2e["peer-ffmpeg"], 2)  # ffmpeg's fps filter also gives 2 frames for 2 s at 1 fps
+    else:
+        assert "ffmpeg" in e2e["peer-ffmpeg"]["skipped"]
+    assert "skipped" in e2e["peer-torchcodec"] or e2e["peer-torchcodec"]["failures"] == 0
+    assert report["decode_only"]["pyav-auto"]["frames"] == 4
+    assert "cpu videos/s over: cpu-previous" in capsys.readouterr().out

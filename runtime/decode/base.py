@@ -31,6 +31,9 @@ class DecodedVideo:
         intervals: float64 (K, 2) [start, end) seconds each sample stands for.
         decode_seconds: wall time spent decoding and preprocessing.
         backend: name of the decoder that produced it (``pyav``, ``nvdec``...).
+        decode_mode: how the decoder reconstructed the stream (``full``, ``nonref``, ``keyframes``...;
+            see ``runtime.decode.pyav.DECODE_MODES``).
+        max_time_error: worst |requested sample time - time of the frame used| in seconds (None = not measured).
     """
 
     info: VideoInfo
@@ -38,6 +41,8 @@ class DecodedVideo:
     intervals: np.ndarray
     decode_seconds: float
     backend: str
+    decode_mode: str = "full"
+    max_time_error: float | None = None
 
 
 class Decoder(Protocol):
@@ -63,12 +68,16 @@ class VideoPlan:
         intervals: float64 (K, 2) [start, end) seconds per sample, in time order.
         decoder: name of the decoder that produces the frames (``nvdec``, ``pyav``...).
         notes: remarks, e.g. why NVDEC fell back to the CPU decoder.
+        decode_mode: how the frames were decoded (see ``DecodedVideo.decode_mode``).
+        max_time_error: worst sample timing error in seconds, None = not measured.
     """
 
     info: VideoInfo
     intervals: np.ndarray
     decoder: str
     notes: tuple[str, ...] = ()
+    decode_mode: str = "full"
+    max_time_error: float | None = None
 
 
 SlotWriter = Callable[[Any, int, Any], None]

@@ -1,15 +1,34 @@
-"""CPU decoder on PyAV (FFmpeg): threaded decoding, converting only the sampled frames.
+"""CPU decoder on PyAV (FFmpeg): threaded decoding, reconstructing and converting only what the sampler needs.
 
-Decoding runs in two passes over the file: a demux-only pass reads packet timestamps
-(cheap: no decoding), the C++ sampler picks the frames to keep, and a decode pass then
-preprocesses only those frames. yuv420p frames go straight from their planes into the
-C++ resizer (no swscale RGB conversion); other pixel formats are converted to RGB first.
+Decoding runs in two passes over the file: a demux-only pass reads packet timestamps and
+frame types (cheap: no decoding), the C++ sampler picks the frames to keep, and a decode
+pass then preprocesses only those frames. yuv420p frames go straight from their planes into
+the C++ resizer (no swscale RGB conversion); other pixel formats are converted to RGB first.
+
+Note [Frame keys]: both passes name a frame by its integer pts (never by float seconds, which
+the two passes would round differently), or by its decode-output index when the stream has no
+timestamps (raw ``.h264``); index keys are only valid when every frame is decoded, so such
+streams always decode in ``full`` mode. The timeout is checked in every pass.
+
+Note [Decode modes]: the sampler wants ~2 frames/s out of 25-60, so FFmpeg may skip work:
+``nonref`` (``skip_frame=NONREF``: frames no other frame references, e.g. most B-frames, are
+not reconstructed), ``noloop`` (``skip_loop_filter=all``: no deblocking; every frame still
+decoded, times exact, pixels differ slightly), ``nonref-noloop`` (both), ``keyframes``
+(``skip_frame=NONKEY``). Which frames a mode outputs is known from the demux pass (packet key
+flags; H.264/HEVC NAL headers for references), so the sampler chooses among those frames only,
+records the worst timing error against the requested sample times, and the descriptors keep the
+real frame times (Note [Real frame times in skip modes] in ``runtime/sampling.py``). ``auto``
+takes ``keyframes`` for very long videos or when a full decode would exceed the per-video time
+budget, and otherwise the cheapest mode whose timing error stays within the sampler's tolerance
+(``runtime.sampling.timing_tolerance``). A skip mode that loses a frame it was expected to
+output is redone in ``full``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -19,7 +38,7 @@ from runtime.decode.base import DecodedVideo, DecodeError
 from runtime.preprocess.config import PreprocessConfig
 from runtime.preprocess.cpu import preprocess_rgb, preprocess_yuv420p
 from runtime.records import VideoInfo
-from runtime.sampling import SamplingPolicy, select_frames
+from runtime.sampling import FrameSelection, SamplingPolicy, select_decodable_frames, timing_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +46,16 @@ logger = logging.getLogger(__name__)
 # anything else goes through FFmpeg's RGB conversion.
 _FAST_PIXEL_FORMATS = frozenset({"yuv420p"})
 _MAX_FRAMES_PER_BATCH = 64
+_DEADLINE_CHECK_EVERY = 64  # packets/frames between timeout checks in the timestamp passes
 
+DECODE_MODES = ("full", "noloop", "nonref", "nonref-noloop", "keyframes", "auto")
+_SKIP_FRAME = {"full": None, "noloop": None, "nonref": "NONREF", "nonref-noloop": "NONREF", "keyframes": "NONKEY"}
+_NO_LOOP_FILTER = frozenset({"noloop", "nonref-noloop"})
+# auto's order of preference (cheapest first); "noloop" meets any timing tolerance.
+_AUTO_CANDIDATES = ("keyframes", "nonref-noloop", "noloop")
+# Conservative full-decode cost for auto's time-budget estimate (seconds per decoded megapixel,
+# one core; H.264 here decodes at ~4 ms/MP, HEVC/VP9 are slower).
+_SECONDS_PER_MEGAPIXEL = 0.01
 
 def _open(path: str | Path) -> av.container.InputContainer:
     path = Path(path)
@@ -60,19 +88,78 @@ def _normalize_rotation(degrees: float | int | None) -> int:
     return int(round(float(degrees) / 90.0)) % 4 * 90
 
 
+@dataclass(frozen=True)
+class _StreamIndex:
+    """What the timestamp pass learned about a stream (one entry per frame, decode order).
+
+    Attributes:
+        keys: frame keys (Note [Frame keys]).
+        times: presentation times in seconds.
+        keyframe: packet key flags (None when the times came from a decode pass).
+        reference: whether each frame is referenced by others (None = unknown for this codec).
+        index_keys: keys are decode-output indices (the stream has no timestamps).
+    """
+
+    keys: list[int]
+    times: np.ndarray
+    keyframe: np.ndarray | None
+    reference: np.ndarray | None
+    index_keys: bool
+
+    def effective_mode(self, mode: str) -> str:
+        """``mode`` without its frame skipping when this stream's output under it cannot be
+        predicted (index keys; references of a codec without a NAL parser)."""
+        skip = _SKIP_FRAME[mode]
+        if skip is None:
+            return mode
+        known = self.keyframe if skip == "NONKEY" else self.reference
+        if self.index_keys or known is None:
+            return "noloop" if mode in _NO_LOOP_FILTER else "full"
+        return mode
+
+    def decodable(self, mode: str) -> np.ndarray | None:
+        """Which frames ``mode`` outputs; None = all."""
+        skip = _SKIP_FRAME[self.effective_mode(mode)]
+        if skip is None:
+            return None
+        mask = self.keyframe if skip == "NONKEY" else self.reference | self.keyframe
+        return None if mask.all() else mask
+
+
 class PyAVDecoder:
     """Decoder backend on PyAV.
 
     Args:
         thread_count: FFmpeg decoding threads (0 = FFmpeg's choice).
-        timeout_seconds: give up on a video whose decoding takes longer than this.
+        timeout_seconds: give up on a video whose decoding (all passes) takes longer than this.
+        mode: one of ``DECODE_MODES`` (Note [Decode modes]).
+        max_time_error: timing tolerance in seconds for ``auto`` (None = ``timing_tolerance(policy)``).
+        long_video_seconds: ``auto`` decodes keyframes only from this duration on.
+        time_budget_seconds: ``auto`` decodes keyframes only when a full decode is estimated to
+            take longer than this (None = half of ``timeout_seconds``, or no budget).
     """
 
     name = "pyav"
 
-    def __init__(self, thread_count: int = 0, timeout_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        thread_count: int = 0,
+        timeout_seconds: float | None = None,
+        mode: str = "full",
+        max_time_error: float | None = None,
+        long_video_seconds: float = 1800.0,
+        time_budget_seconds: float | None = None,
+    ) -> None:
+        if mode not in DECODE_MODES:
+            raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
+        if max_time_error is not None and not max_time_error >= 0:
+            raise ValueError(f"max_time_error must be >= 0 seconds or None, got {max_time_error!r}")
         self.thread_count = thread_count
         self.timeout_seconds = timeout_seconds
+        self.mode = mode
+        self.max_time_error = max_time_error
+        self.long_video_seconds = long_video_seconds
+        self.time_budget_seconds = time_budget_seconds
 
     def probe(self, path: str | Path) -> VideoInfo:
         """Read stream facts (decodes only the first frame, for the rotation)."""
@@ -101,27 +188,51 @@ class PyAVDecoder:
             pixel_format=ctx.pix_fmt,
         )
 
-    def _presentation_times(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[float] | None:
-        """Packet pts in seconds (demux only); None when the container lacks them."""
-        times: list[float] = []
-        time_base = float(stream.time_base)
-        for packet in container.demux(stream):
+    def _check_deadline(self, path: str | Path, start: float) -> None:
+        if self.timeout_seconds is not None and time.perf_counter() - start > self.timeout_seconds:
+            raise DecodeError(f"{path}: decoding exceeded the timeout of {self.timeout_seconds:.1f} s")
+
+    def _demux_index(self, path: str | Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                     start: float) -> _StreamIndex | None:
+        """Packet pts, key flags and reference flags (demux only); None when packets lack pts."""
+        keys: list[int] = []
+        keyframe: list[bool] = []
+        reference: list[bool] | None = [] if stream.codec_context.name in _NAL_PARSERS else None
+        parse = _NAL_PARSERS.get(stream.codec_context.name)
+        length_size = _nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
+        for count, packet in enumerate(container.demux(stream)):
+            if count % _DEADLINE_CHECK_EVERY == 0:
+                self._check_deadline(path, start)
             if packet.size == 0:
                 continue  # flush packet
             if packet.pts is None:
                 return None
-            times.append(packet.pts * time_base)
-        return times
+            keys.append(int(packet.pts))
+            keyframe.append(bool(packet.is_keyframe))
+            if reference is not None and parse is not None:
+                reference.append(parse(bytes(packet), length_size))
+        time_base = float(stream.time_base)
+        return _StreamIndex(keys, np.asarray(keys, dtype=np.float64) * time_base, np.asarray(keyframe, dtype=bool),
+                            None if reference is None else np.asarray(reference, dtype=bool), index_keys=False)
 
-    def _decoded_times(self, path: str | Path) -> list[float]:
-        """Frame times from a full decode pass (for containers without packet pts)."""
+    def _decoded_index(self, path: str | Path, start: float) -> _StreamIndex:
+        """Frame keys and times from a full decode pass (for streams without packet pts)."""
         with _open(path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            time_base = float(stream.time_base) if stream.time_base else 0.0
+            rate = float(stream.average_rate) if stream.average_rate else 25.0  # FFmpeg's own guess when unknown
+            keys: list[int] = []
             times: list[float] = []
+            index_keys = False
             for index, frame in enumerate(container.decode(stream)):
-                times.append(frame.time if frame.time is not None else float(index))
-            return times
+                if index % _DEADLINE_CHECK_EVERY == 0:
+                    self._check_deadline(path, start)
+                key, seconds, by_index = _frame_key(frame, index, time_base, rate)
+                index_keys |= by_index
+                keys.append(key)
+                times.append(seconds)
+        return _StreamIndex(keys, np.asarray(times, dtype=np.float64), None, None, index_keys=index_keys)
 
     def decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig) -> DecodedVideo:
         """Decode, sample and preprocess one video.
@@ -139,42 +250,19 @@ class PyAVDecoder:
         with _open(path) as container:
             stream = container.streams.video[0]
             duration = _stream_duration(container, stream)
-            pts = self._presentation_times(container, stream)
-        if pts is None:
-            pts = self._decoded_times(path)
-        if not pts:
+            pixels = int(stream.codec_context.width or 0) * int(stream.codec_context.height or 0)
+            index = self._demux_index(path, container, stream, start)
+        if index is None:
+            index = self._decoded_index(path, start)
+        if not index.keys:
             raise DecodeError(f"{path}: the video stream has no frames")
-        pts_array = np.asarray(pts, dtype=np.float64)
-        selection = select_frames(pts_array, policy, duration if duration > 0 else None)
-        # Wanted frames by pts value; duplicate pts resolve to the first frame decoded.
-        wanted = {float(pts_array[i]): k for k, i in enumerate(selection.indices)}
-        images: list[np.ndarray | None] = [None] * len(selection)
-        rotation = 0
-        with _open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            if self.thread_count:
-                stream.codec_context.thread_count = self.thread_count
-            info = None
-            pending: list[tuple[int, av.VideoFrame]] = []
-            for frame in container.decode(stream):
-                if info is None:
-                    rotation = _normalize_rotation(getattr(frame, "rotation", 0))
-                    info = self._info(path, container, stream, rotation)
-                if self.timeout_seconds is not None and time.perf_counter() - start > self.timeout_seconds:
-                    raise DecodeError(f"{path}: decoding exceeded the timeout of {self.timeout_seconds:.1f} s")
-                if frame.pts is None:
-                    continue
-                slot = wanted.pop(frame.pts * float(stream.time_base), None)
-                if slot is None:
-                    continue
-                pending.append((slot, frame))
-                if len(pending) >= _MAX_FRAMES_PER_BATCH:
-                    self._convert(pending, images, preprocess, rotation)
-                    pending = []
-                if not wanted:
-                    break
-            self._convert(pending, images, preprocess, rotation)
+        mode, selection, error = self._plan(index, policy, duration if duration > 0 else None, pixels)
+        images, info = self._decode_selected(path, index, selection, mode, preprocess, start)
+        if mode != "full" and any(image is None for image in images):
+            logger.debug("%s: decode mode %s lost frames it was expected to output; decoding again in full", path, mode)
+            mode = "full"
+            selection, error = select_decodable_frames(index.times, policy, duration if duration > 0 else None)
+            images, info = self._decode_selected(path, index, selection, mode, preprocess, start)
         if info is None:
             raise DecodeError(f"{path}: no frame could be decoded")
         kept = [k for k, image in enumerate(images) if image is not None]
@@ -189,7 +277,73 @@ class PyAVDecoder:
             intervals=selection.intervals[kept],
             decode_seconds=time.perf_counter() - start,
             backend=self.name,
+            decode_mode=mode,
+            max_time_error=error,
         )
+
+    def _plan(self, index: _StreamIndex, policy: SamplingPolicy, duration: float | None, pixels: int) -> tuple[str, FrameSelection, float]:
+        """The decode mode actually used, its selection and its worst timing error."""
+        if self.mode != "auto":
+            mode = index.effective_mode(self.mode)
+            return (mode, *select_decodable_frames(index.times, policy, duration, index.decodable(mode)))
+        length = duration if duration is not None else float(np.ptp(index.times[np.isfinite(index.times)])) if index.times.size else 0.0
+        budget = self.time_budget_seconds
+        if budget is None and self.timeout_seconds is not None:
+            budget = 0.5 * self.timeout_seconds
+        estimate = len(index.keys) * pixels / 1e6 * _SECONDS_PER_MEGAPIXEL
+        if index.keyframe is not None and not index.index_keys and (length >= self.long_video_seconds or (budget is not None and estimate > budget)):
+            return ("keyframes", *select_decodable_frames(index.times, policy, duration, index.decodable("keyframes")))
+        tolerance = timing_tolerance(policy) if self.max_time_error is None else self.max_time_error
+        for mode in _AUTO_CANDIDATES:
+            if index.effective_mode(mode) != mode:
+                continue  # this mode's output cannot be predicted for this stream
+            decodable = index.decodable(mode)
+            selection, error = select_decodable_frames(index.times, policy, duration, decodable)
+            if error <= tolerance or mode == _AUTO_CANDIDATES[-1]:
+                return mode, selection, error
+        raise AssertionError("unreachable: the last auto candidate is always accepted")
+
+    def _decode_selected(self, path: str | Path, index: _StreamIndex, selection: FrameSelection, mode: str,
+                         preprocess: PreprocessConfig, start: float) -> tuple[list[np.ndarray | None], VideoInfo | None]:
+        """The decode pass: preprocess the selected frames, matched by key (Note [Frame keys])."""
+        # Wanted frames by key; duplicate keys resolve to the first frame decoded.
+        wanted: dict[int, int] = {}
+        for k, i in enumerate(selection.indices):
+            wanted.setdefault(index.keys[int(i)], k)
+        images: list[np.ndarray | None] = [None] * len(selection)
+        rotation = 0
+        info = None
+        with _open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if self.thread_count:
+                stream.codec_context.thread_count = self.thread_count
+            if _SKIP_FRAME[mode] is not None:
+                stream.codec_context.skip_frame = _SKIP_FRAME[mode]
+            if mode in _NO_LOOP_FILTER:
+                stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}
+            time_base = float(stream.time_base) if stream.time_base else 0.0
+            rate = float(stream.average_rate) if stream.average_rate else 25.0
+            pending: list[tuple[int, av.VideoFrame]] = []
+            for output_index, frame in enumerate(container.decode(stream)):
+                if info is None:
+                    rotation = _normalize_rotation(getattr(frame, "rotation", 0))
+                    info = self._info(path, container, stream, rotation)
+                self._check_deadline(path, start)
+                key, _, by_index = _frame_key(frame, output_index, time_base, rate)
+                if by_index != index.index_keys:
+                    continue  # a frame keyed differently from the timestamp pass cannot be matched
+                slot = wanted.pop(key, None)
+                if slot is None:
+                    continue
+                pending.append((slot, frame))
+                if len(pending) >= _MAX_FRAMES_PER_BATCH:
+                    self._convert(pending, images, preprocess, rotation)
+                    pending = []
+                if not wanted:
+                    break
+            self._convert(pending, images, preprocess, rotation)
+        return images, info
 
     @staticmethod
     def _convert(pending: list[tuple[int, av.VideoFrame]], images: list[np.ndarray | None], preprocess: PreprocessConfig, rotation: int) -> None:
@@ -222,3 +376,52 @@ def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
     rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, : plane.width]
 
+
+
+def _frame_key(frame: av.VideoFrame, index: int, time_base: float, rate: float) -> tuple[int, float, bool]:
+    """(key, seconds, keyed by index) of a decoded frame (Note [Frame keys])."""
+    if frame.pts is not None:
+        return int(frame.pts), frame.pts * time_base, False
+    return index, index / rate, True
+
+
+def _nal_length_size(codec: str, extradata: bytes | None) -> int:
+    """NAL length-prefix size from avcC (H.264) / hvcC (HEVC) extradata; 0 = Annex B start codes."""
+    if not extradata or extradata[0] != 1:
+        return 0
+    if codec == "hevc":
+        return (extradata[21] & 3) + 1 if len(extradata) > 21 else 4
+    return (extradata[4] & 3) + 1 if len(extradata) > 4 else 4
+
+
+def _nal_headers(data: bytes, length_size: int) -> list[int]:
+    """First header byte(s) offsets of each NAL unit in a packet (length-prefixed or Annex B)."""
+    offsets = []
+    if length_size:
+        pos = 0
+        while pos + length_size < len(data):
+            size = int.from_bytes(data[pos : pos + length_size], "big")
+            offsets.append(pos + length_size)
+            pos += length_size + size
+        return offsets
+    pos = data.find(b"\x00\x00\x01")
+    while pos >= 0 and pos + 3 < len(data):
+        offsets.append(pos + 3)
+        pos = data.find(b"\x00\x00\x01", pos + 3)
+    return offsets
+
+
+def _h264_is_reference(data: bytes, length_size: int) -> bool:
+    """Whether a packet holds a reference picture (a VCL NAL with nal_ref_idc != 0); unknown -> True."""
+    vcl = [data[o] for o in _nal_headers(data, length_size) if data[o] & 0x1F in (1, 5)]
+    return not vcl or any(header & 0x60 for header in vcl)
+
+
+def _hevc_is_reference(data: bytes, length_size: int) -> bool:
+    """HEVC: sub-layer non-reference VCL types (TRAIL_N, TSA_N, ... RSV_VCL_N14) are the even types < 16."""
+    types = [(data[o] >> 1) & 0x3F for o in _nal_headers(data, length_size)]
+    vcl = [t for t in types if t < 32]
+    return not vcl or any(not (t < 16 and t % 2 == 0) for t in vcl)
+
+
+_NAL_PARSERS = {"h264": _h264_is_reference, "hevc": _hevc_is_reference}

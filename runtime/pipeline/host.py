@@ -63,7 +63,7 @@ class HostDecodeSession:
 
     def decode_into(self, path: str, sink: FrameSink) -> None:
         decoded = self.decoder.decode(path, self.policy, self.preprocess)
-        sink.start(VideoPlan(decoded.info, decoded.intervals, decoded.backend))
+        sink.start(VideoPlan(decoded.info, decoded.intervals, decoded.backend, decode_mode=decoded.decode_mode, max_time_error=decoded.max_time_error))
         for k in range(decoded.images.shape[0]):
             image = decoded.images[k]
             sink.write(k, lambda buffer, slot, stream, image=image: self.ops.upload(image, buffer, slot, stream))

@@ -302,6 +302,8 @@ class Pipeline:
             },
             decoder=state.plan.decoder,
             notes=state.plan.notes,
+            decode_mode=state.plan.decode_mode,
+            max_time_error=state.plan.max_time_error,
         )
 
     def _pop_ready(self) -> list[VideoEmbeddings | VideoFailure]:
