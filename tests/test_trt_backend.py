@@ -65,6 +65,7 @@ def test_engine_cache_key_covers_every_build_field() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.slow
 def test_fp16_engine_matches_onnxruntime_and_is_cached(tmp_path: Path) -> None:
     require_gpu(("pycuda", "tensorrt"))
@@ -108,6 +109,7 @@ def test_timing_cache_is_keyed_by_tensorrt_version_and_gpu(monkeypatch: pytest.M
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.slow
 def test_timing_cache_of_another_gpu_is_replaced_not_fatal(tmp_path: Path) -> None:
     require_gpu(("pycuda", "tensorrt"))

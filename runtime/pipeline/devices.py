@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from runtime.device.cuda import CudaOps
 from runtime.device.host import HostOps
@@ -55,8 +55,10 @@ def build_gpu_pipeline(
     overlap: bool = True,
     engine_cache_dir: str | None = None,
     device: int = 0,
+    engine: Literal["trt", "torch"] = "trt",
+    precision: Literal["fp16", "fp32"] = "fp16",
 ) -> Pipeline:
-    """The NVDEC + CUDA preprocessing + TensorRT FP16 pipeline for a model manifest.
+    """The NVDEC + CUDA preprocessing + TensorRT FP16 (or PyTorch FP16) pipeline for a model manifest.
 
     Args:
         manifest: ``runtime.model_manifest.ModelManifest`` (its ONNX file is built into a cached engine).
@@ -68,6 +70,9 @@ def build_gpu_pipeline(
         overlap: False gives the serial variant (benchmark ``gpu-serial``).
         engine_cache_dir: TensorRT engine cache (default ``runtime.infer.trt.default_cache_dir()``).
         device: CUDA device ordinal.
+        engine: ``trt`` (TensorRT FP16 engine) or ``torch`` (``TorchBackend``: PyTorch FP16 + CUDA
+            graphs with the ONNX file's weights; reads the batch buffers in place).
+        precision: ``fp16`` or ``fp32`` kernels for either engine.
 
     Returns:
         A ``Pipeline``; its engine is built or loaded here (minutes on a cold cache).
@@ -75,11 +80,30 @@ def build_gpu_pipeline(
     from runtime.decode.nvdec import NvdecDecoder
     from runtime.decode.pyav import PyAVDecoder
     from runtime.device.cuda import CudaContext
-    from runtime.infer.trt import TensorRTBackend, TensorRTEngine
 
-    backend = TensorRTBackend(
-        manifest.onnx_path, max_batch=batch_size, opt_batch=max(1, batch_size // 2), cache_dir=engine_cache_dir, device=device
-    ).activate()
+    if engine not in ("trt", "torch"):
+        raise ValueError(f"engine must be one of ('trt', 'torch'), got {engine!r}")
+    if precision not in ("fp16", "fp32"):
+        raise ValueError(f"precision must be one of ('fp16', 'fp32'), got {precision!r}")
+    if engine == "torch":
+        from runtime.infer.torch import TorchBackend, TorchEngine
+
+        backend: Any = TorchBackend(
+            manifest.onnx_path, device="cuda", precision=precision, max_batch=batch_size, cuda_device=device
+        ).activate()
+        batch_engine: Any = TorchEngine(backend, CudaContext.get(device))
+    else:
+        from runtime.infer.trt import TensorRTBackend, TensorRTEngine
+
+        backend = TensorRTBackend(
+            manifest.onnx_path,
+            precision=precision,
+            max_batch=batch_size,
+            opt_batch=max(1, batch_size // 2),
+            cache_dir=engine_cache_dir,
+            device=device,
+        ).activate()
+        batch_engine = TensorRTEngine(backend)
     decoder = NvdecDecoder(device=device, cpu_decoder=PyAVDecoder(timeout_seconds=decode_timeout))
     ops = CudaOps(CudaContext.get(device))
     image_shape = (3, preprocess.height, preprocess.width)
@@ -87,7 +111,7 @@ def build_gpu_pipeline(
         raise ValueError(f"engine input {backend.input_shape} does not match the preprocessing output {image_shape}")
     return Pipeline(
         session_factory=lambda worker: decoder.session(sampling, preprocess, ops),
-        engine=TensorRTEngine(backend),
+        engine=batch_engine,
         ops=ops,
         image_shape=image_shape,
         num_workers=num_workers,

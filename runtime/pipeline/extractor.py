@@ -11,9 +11,15 @@ from typing import Literal
 
 import numpy as np
 
+from runtime.decode.pyav import DECODE_MODES
 from runtime.infer.base import InferenceBackend
 from runtime.io.descriptors import VideoDescriptors
-from runtime.model_manifest import ModelManifest, default_model_dir, sha256_of_file
+from runtime.model_manifest import (
+    MANIFEST_FILENAME,
+    ModelManifest,
+    default_model_dir,
+    sha256_of_file,
+)
 from runtime.pipeline.devices import build_gpu_pipeline, build_host_pipeline
 from runtime.pipeline.scheduler import Pipeline
 from runtime.postprocess.budget import BudgetConfig
@@ -33,12 +39,14 @@ logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "gpu"]
 Engine = Literal["auto", "ort", "torch", "trt"]
-Precision = Literal["auto", "fp32", "fp16"]
+Precision = Literal["auto", "fp32", "fp16", "int8"]
 
 # What each device runs (the first entry is the default): the CPU path feeds host batches to
 # ONNX Runtime or PyTorch; the GPU path feeds device batches to TensorRT or PyTorch.
 DEVICE_ENGINES: dict[str, tuple[str, ...]] = {"cpu": ("ort", "torch"), "gpu": ("trt", "torch")}
-DEVICE_PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32",), "gpu": ("fp16", "fp32")}
+DEVICE_PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "int8"), "gpu": ("fp16", "fp32")}
+# int8 runs a separately quantised model (its own manifest next to the fp32 one).
+PRECISION_MANIFESTS = {"int8": "manifest_int8.json"}
 DEFAULT_DECODE_WORKERS = {"cpu": 1, "gpu": 7}  # 7 NVDEC sessions saturate an H100-class decoder
 DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 256}
 
@@ -60,6 +68,7 @@ class ExtractorConfig:
     duplicate_similarity: float = 0.9
     decode_workers: int | None = None
     decode_timeout: float | None = 600.0
+    decode_mode: str = "auto"
     intra_op_threads: int = 0
     batch_size: int | None = None
     engine: Engine = "auto"
@@ -87,14 +96,18 @@ class ExtractorConfig:
                                 f"(default: {DEFAULT_DECODE_WORKERS['cpu']} on the CPU, {DEFAULT_DECODE_WORKERS['gpu']} on the GPU)")
         group.add_argument("--decode-timeout", type=float, default=d.decode_timeout,
                            help="seconds per video before giving up (default: %(default)s)")
+        group.add_argument("--decode-mode", choices=list(DECODE_MODES), default=d.decode_mode,
+                           help="PyAV frame skipping (Note [Decode modes] in runtime/decode/pyav.py); auto skips only "
+                                "what the sampler's timing tolerance allows (default: %(default)s)")
         group.add_argument("--threads", dest="intra_op_threads", type=int, default=d.intra_op_threads,
                            help="CPU inference threads (default 0: the cores the decoders leave, from the CPU affinity)")
         group.add_argument("--batch-size", type=int, default=None,
                            help=f"images per inference batch (default: {DEFAULT_BATCH_SIZE['cpu']} on the CPU, {DEFAULT_BATCH_SIZE['gpu']} on the GPU)")
         group.add_argument("--engine", choices=["auto", "ort", "torch", "trt"], default=d.engine,
                            help="inference engine: ort or torch on the CPU, trt or torch on the GPU (default auto: ort / trt)")
-        group.add_argument("--precision", choices=["auto", "fp32", "fp16"], default=d.precision,
-                           help="GPU inference precision (default auto: fp16 on the GPU, fp32 on the CPU)")
+        group.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"], default=d.precision,
+                           help="inference precision: fp16 or fp32 on the GPU, fp32 or int8 (the quantised model) on the CPU "
+                                "(default auto: fp16 on the GPU, fp32 on the CPU)")
         group.add_argument("--engine-cache-dir", type=Path, default=None,
                            help="TensorRT engine and timing cache directory (default: ~/.cache/vcd-runtime/trt)")
         group.add_argument("--cuda-device", type=int, default=d.cuda_device, help="CUDA device ordinal (default: %(default)s)")
@@ -195,6 +208,7 @@ class Extractor:
             "noise_set": self.normalization and self.manifest.noise_set and sha256_of_file(self.manifest.noise_set_path),
             "device": self.device,
             "engine": None if self.settings is None else [self.settings.engine, self.settings.precision],
+            "decode_mode": self.config.decode_mode,
         }
 
     def describe(self) -> str:
@@ -227,7 +241,13 @@ def gpu_available(engine: str = "trt", device: int = 0) -> tuple[bool, str]:
     from runtime.device.cuda import gpu_runtime_status
 
     packages = ("pycuda", "PyNvVideoCodec", "tensorrt" if engine == "trt" else "torch")
-    return gpu_runtime_status(device, packages=packages)
+    ok, reason = gpu_runtime_status(device, packages=packages)
+    if ok and engine == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, f"torch {torch.__version__} has no CUDA support here"
+    return ok, reason
 
 
 def choose_device(config: ExtractorConfig) -> str:
@@ -267,13 +287,13 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
     if settings.engine == "torch":
         from runtime.infer.torch import TorchBackend
 
-        backend: InferenceBackend = TorchBackend(manifest.onnx_path, device="cpu", num_threads=budget.inference_threads)
+        backend: InferenceBackend = TorchBackend(manifest.onnx_path, device="cpu", intra_op_threads=budget.inference_threads)
     else:
         from runtime.infer.ort import OnnxRuntimeBackend
 
         backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=budget.inference_threads, batch_size=settings.batch_size)
     return build_host_pipeline(
-        PyAVDecoder(thread_count=budget.decoder_threads, timeout_seconds=config.decode_timeout),
+        PyAVDecoder(thread_count=budget.decoder_threads, timeout_seconds=config.decode_timeout, mode=config.decode_mode),
         backend,
         sampling,
         replace(preprocess, num_threads=budget.resize_threads),
@@ -284,16 +304,19 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
 
 def build_extractor(config: ExtractorConfig) -> Extractor:
     """Load the model assets and build the pipeline for the requested device."""
+    device = choose_device(config)
+    settings = config.resolve(device)
     model_dir = config.model_dir or default_model_dir()
-    manifest = ModelManifest.load(Path(model_dir) / "manifest.json")
+    manifest_path = Path(model_dir) / PRECISION_MANIFESTS.get(settings.precision, MANIFEST_FILENAME)
+    if not manifest_path.is_file():
+        raise ValueError(f"--precision {settings.precision} needs {manifest_path}, which does not exist")
+    manifest = ModelManifest.load(manifest_path)
     manifest.verify()
     sampling = SamplingPolicy(fps=config.sample_fps)
     budget = BudgetConfig(config.descriptors_per_second, config.duplicate_similarity)
     postprocessor = load_postprocessor(manifest, budget)
     model_dim = manifest.output.dim
     postprocessor.output_dim(model_dim)  # fail early when the descriptors would exceed 512 dims
-    device = choose_device(config)
-    settings = config.resolve(device)
     pipeline = build_pipeline(manifest, config, settings, sampling)
     noise, normalization = None, None
     if config.score_normalization:
