@@ -1,10 +1,11 @@
 // CPU preprocessing: batches of decoded frames (RGB, NV12 or YUV420p) -> resized planar
 // RGB (N x 3 x out_height x out_width), uint8 or float32 in 0..255.
 //
-// Thread-safety: every function is reentrant and keeps no global state; concurrent calls
-// are safe as long as their output buffers do not overlap. Each call runs its own worker
-// threads (options.num_threads, 0 = std::thread::hardware_concurrency()) and the output
-// is bit-identical for every thread count (see Note [Deterministic resampling]).
+// Thread-safety: every function is reentrant; concurrent calls are safe as long as their
+// output buffers do not overlap. Calls share the process's persistent worker pool (Note
+// [One persistent pool] in thread_pool.h; options.num_threads caps the threads one call
+// uses, 0 = the whole pool) and the output is bit-identical for every thread count (see
+// Note [Deterministic resampling]).
 //
 // Note [Resampling]
 // -----------------
@@ -38,7 +39,14 @@
 // -------------------------------
 // Work is split into (frame, block of output rows) tasks. Every output pixel is computed
 // by the same float operations in the same order whichever task or thread computes it,
-// so results do not depend on the thread count or scheduling.
+// so results do not depend on the thread count or scheduling. That order is, per output
+// pixel and channel, in float32:
+//   out = sum over x taps j, ascending, of wx[j] * (sum over y taps i, ascending, of
+//         wy[i] * src(i, j)),
+// each sum starting from 0 (the vertical pass, then the horizontal one). The CUDA kernel
+// performs exactly these operations (Note [Bit-exact parity with the CPU path] in
+// cpp/cuda/preprocess_kernels.cu), and both are compiled without contracting a*b + c into
+// an FMA (-ffp-contract=off here, --fmad=false there), so they agree bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -63,7 +71,7 @@ struct ResizeOptions {
   Interpolation interpolation = Interpolation::kArea;
   CropMode crop = CropMode::kSquash;
   OutputType out_type = OutputType::kUint8;
-  int num_threads = 0;  // 0 = hardware concurrency
+  int num_threads = 0;  // at most this many pool threads (caller included); 0 = the whole pool
 };
 
 struct FrameBatchShape {

@@ -261,14 +261,23 @@ def test_results_do_not_depend_on_thread_count(out_dtype):
     rng = np.random.default_rng(9)
     frames = rng.integers(0, 256, size=(3, 181, 257, 3), dtype=np.uint8)
     y, u, v = rgb_to_yuv420p(frames[0])
-    for args in (
+    calls = (
         lambda n: vcd_core.resize_rgb(frames, 97, 75, "area", "center", out_dtype, n),
         lambda n: vcd_core.resize_rgb(frames, 300, 75, "bilinear", "squash", out_dtype, n),
         lambda n: vcd_core.resize_nv12(y[None], interleave_uv(u, v)[None], 99, 70, "area", "squash", out_dtype, n),
-    ):
-        single = args(1)
-        np.testing.assert_array_equal(single, args(4))
-        np.testing.assert_array_equal(single, args(0))
+        lambda n: vcd_core.resize_yuv420p(y[None], u[None], v[None], 224, 224, "area", "squash", out_dtype, n),
+    )
+    singles = [call(1) for call in calls]
+    try:
+        # Per-call caps and pool sizes (Note [One persistent pool] in cpp/thread_pool.h), including
+        # more threads than tasks and pools bigger than the machine.
+        for pool_size in (1, 2, 3, 8):
+            vcd_core.set_num_threads(pool_size)
+            for call, single in zip(calls, singles):
+                for n in (0, 2, 4, 64):
+                    np.testing.assert_array_equal(single, call(n))
+    finally:
+        vcd_core.set_num_threads(0)
 
 
 def test_bad_options_raise_value_error_naming_allowed_values():

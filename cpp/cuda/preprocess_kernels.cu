@@ -2,30 +2,46 @@
 // uint8, written straight into one slot of a device batch buffer (N x 3 x H x W), so that
 // frames from several videos fill one inference batch without a host round trip.
 //
-// Loaded at run time from a fatbin by runtime/gpu/cuda_preprocess.py with pycuda
+// Loaded at run time from a fatbin by runtime/preprocess/cuda.py with pycuda
 // (module_from_buffer), in the same CUDA context as the NVDEC decoder and TensorRT; see
 // Note [Why a fatbin loaded by pycuda] there. Only extern "C" __global__ functions live
-// here (no host code), so the names are stable for cuModuleGetFunction.
+// here (no host code), so the names are stable for cuModuleGetFunction. The fatbin is
+// built by cmake/cuda.cmake (Note [Which compiler builds the fatbin] there).
+//
+// The same source is also compiled as host C++ through cpp/cuda/host_shim.h and checked
+// against the CPU resizer on every CI run (tests/test_kernel_source.py), so it may only use
+// what the shim provides: threadIdx/blockIdx/blockDim/gridDim, __global__, __device__,
+// __forceinline__, __restrict__, __ldg, fminf/fmaxf. No shared memory, __syncthreads or
+// warp intrinsics: the shim runs the threads of a block one after another.
 //
 // Thread-safety: kernels are pure functions of their arguments; launches on different
 // streams may run concurrently as long as their output slots do not overlap.
 //
 // Note [Bit-exact parity with the CPU path]
 // -----------------------------------------
-// The arithmetic mirrors cpp/preprocess.cpp (Note [Resampling], Note [YUV conversion]):
+// The arithmetic mirrors cpp/preprocess.cpp (Notes [Resampling], [YUV conversion] and
+// [Deterministic resampling] in cpp/preprocess.h):
 //   * the per-axis tap tables (source index + float32 weight per output index) are built
 //     on the host by the same formulas as the C++ code and uploaded once per geometry;
 //     chroma taps are the luma taps folded onto chroma indices (nearest upsampling);
-//   * each output pixel is sum over y taps (in order) of w_y * (sum over x taps (in order)
-//     of w_x * src), accumulated in float32 starting from 0, exactly like the CPU's
-//     horizontal-then-vertical passes;
+//   * each output pixel is the sum over x taps (in order) of w_x * (the sum over y taps
+//     (in order) of w_y * src), every sum accumulated in float32 starting from 0, exactly
+//     like the CPU's vertical-then-horizontal passes (the other order differs in the last
+//     bit often enough to flip a uint8 now and then: about 1 pixel per 640x360 frame);
 //   * BT.601 limited range with the same float constants, clamp to [0, 255], then
 //     uint8(v + 0.5).
 // The fatbin is compiled with --fmad=false so no multiply-add is contracted into an FMA
-// (the x86-64 CPU build does not contract either); the result is then bit-identical to
+// (the CPU build uses -ffp-contract=off); the result is then bit-identical to
 // vcd_core.resize_nv12 for the same frame.
 
+#if defined(__CUDACC_RTC__)
+// NVRTC has no C library headers; these are the fixed-width types the kernels use.
+typedef unsigned char uint8_t;
+typedef int int32_t;
+typedef long long int64_t;
+#else
 #include <stdint.h>
+#endif
 
 namespace {
 
@@ -35,26 +51,22 @@ struct Taps {
   const float* weight;
 };
 
-__device__ __forceinline__ float horizontal_sum(const uint8_t* row, const Taps& x, int out_x, int channels,
-                                                int channel) {
-  float acc = 0.0f;
-  const int begin = __ldg(x.offsets + out_x);
-  const int end = __ldg(x.offsets + out_x + 1);
-  for (int t = begin; t < end; ++t) {
-    acc += __ldg(x.weight + t) * static_cast<float>(row[__ldg(x.index + t) * channels + channel]);
-  }
-  return acc;
-}
-
-// Resample one channel of a pitched plane at output pixel (out_x, out_y).
+// Resample one channel of a pitched plane at output pixel (out_x, out_y) (Note [Bit-exact
+// parity with the CPU path]: columns first, then the row).
 __device__ __forceinline__ float resample(const uint8_t* plane, int pitch, const Taps& x, const Taps& y, int out_x,
                                           int out_y, int channels, int channel) {
+  const int x_begin = __ldg(x.offsets + out_x);
+  const int x_end = __ldg(x.offsets + out_x + 1);
+  const int y_begin = __ldg(y.offsets + out_y);
+  const int y_end = __ldg(y.offsets + out_y + 1);
   float acc = 0.0f;
-  const int begin = __ldg(y.offsets + out_y);
-  const int end = __ldg(y.offsets + out_y + 1);
-  for (int t = begin; t < end; ++t) {
-    const uint8_t* row = plane + static_cast<int64_t>(__ldg(y.index + t)) * pitch;
-    acc += __ldg(y.weight + t) * horizontal_sum(row, x, out_x, channels, channel);
+  for (int tx = x_begin; tx < x_end; ++tx) {
+    const uint8_t* column = plane + __ldg(x.index + tx) * channels + channel;
+    float vertical = 0.0f;
+    for (int ty = y_begin; ty < y_end; ++ty) {
+      vertical += __ldg(y.weight + ty) * static_cast<float>(column[static_cast<int64_t>(__ldg(y.index + ty)) * pitch]);
+    }
+    acc += __ldg(x.weight + tx) * vertical;
   }
   return acc;
 }

@@ -3,7 +3,8 @@
 Note [Why a fatbin loaded by pycuda]
 ------------------------------------
 The kernels (``cpp/cuda/preprocess_kernels.cu``) are compiled by CMake into
-``runtime/preprocess/preprocess_kernels.fatbin`` (SASS for sm_75..sm_90 plus PTX) and loaded here
+``runtime/preprocess/preprocess_kernels.fatbin`` (SASS for sm_70..sm_90 plus PTX; Note [Which
+compiler builds the fatbin] in ``cmake/cuda.cmake``) and loaded here
 with ``pycuda.driver.module_from_buffer`` into the primary context that NVDEC and TensorRT
 also use (Note [One CUDA context] in ``runtime/device/cuda.py``). This keeps the pybind11
 extension ``vcd_core`` CPU-only (it builds and imports on machines without CUDA), avoids
@@ -13,10 +14,10 @@ three components.
 
 The tap tables (which source pixels, with which float32 weights, make each output pixel)
 are computed on the host by the same formulas as ``cpp/preprocess.cpp`` and uploaded once
-per frame geometry; the kernel only accumulates. ``resize_nv12_reference`` runs the
-kernel's arithmetic with numpy in the same float32 operation order, so the CPU tests can
-check the tables and the arithmetic bit-for-bit against ``vcd_core.resize_nv12`` without a
-GPU (Note [Bit-exact parity with the CPU path] in the .cu file).
+per frame geometry; the kernel only accumulates. The CPU tests run these tables through the
+kernel source compiled for the host (``vcd_core._cuda_kernels_on_host``) and check the result
+bit-for-bit against ``vcd_core.resize_nv12`` without a GPU (Note [Bit-exact parity with the
+CPU path] in the .cu file; ``tests/test_kernel_source.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from importlib import metadata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,13 @@ class CudaPreprocessError(RuntimeError):
 # Geometry (pure numpy; mirrors cpp/preprocess.cpp)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AxisTaps:
-    """Per output index j: source ``index[offsets[j]:offsets[j+1]]`` with float32 ``weight``."""
+    """Per output index j: source ``index[offsets[j]:offsets[j+1]]`` with float32 ``weight``.
+
+    Compared and hashed by identity (numpy arrays are not hashable), so an ``Nv12Geometry``
+    from the cached ``nv12_geometry`` can key the launcher's device tables.
+    """
 
     offsets: np.ndarray  # int32 (out + 1,)
     index: np.ndarray  # int32
@@ -57,19 +63,6 @@ class AxisTaps:
     @property
     def size(self) -> int:
         return int(self.offsets.shape[0] - 1)
-
-    def dense(self) -> tuple[np.ndarray, np.ndarray]:
-        """(out, max_taps) index and weight arrays, padded with weight 0 at index of the first tap."""
-        counts = np.diff(self.offsets)
-        width = int(counts.max()) if counts.size else 0
-        index = np.zeros((self.size, width), dtype=np.int64)
-        weight = np.zeros((self.size, width), dtype=np.float32)
-        for j in range(self.size):
-            lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
-            index[j, : hi - lo] = self.index[lo:hi]
-            index[j, hi - lo :] = self.index[lo]
-            weight[j, : hi - lo] = self.weight[lo:hi]
-        return index, weight
 
 
 def _taps(rows: list[list[tuple[int, float]]]) -> AxisTaps:
@@ -204,62 +197,40 @@ def nv12_geometry(
     return Nv12Geometry(out_height, out_width, rotation_degrees // 90, x, y, fold_to_chroma(x), fold_to_chroma(y))
 
 
-def resize_nv12_reference(y_plane: np.ndarray, uv_plane: np.ndarray, geometry: Nv12Geometry) -> np.ndarray:
-    """The kernel's arithmetic on the CPU (numpy, float32, same operation order).
-
-    Args:
-        y_plane: (H, W) uint8 luma.
-        uv_plane: (ceil(H/2), 2*ceil(W/2)) uint8 interleaved U, V.
-        geometry: from ``nv12_geometry``.
-
-    Returns:
-        (3, H', W') uint8 planar RGB (rotated like the slot).
-    """
-    f32 = np.float32
-
-    def resample(plane: np.ndarray, x: AxisTaps, y: AxisTaps) -> np.ndarray:
-        x_index, x_weight = x.dense()
-        y_index, y_weight = y.dense()
-        source = plane.astype(np.float32)
-        rows = np.zeros((source.shape[0], x.size), dtype=np.float32)
-        for t in range(x_index.shape[1]):
-            rows = rows + x_weight[:, t] * source[:, x_index[:, t]]
-        out = np.zeros((y.size, x.size), dtype=np.float32)
-        for t in range(y_index.shape[1]):
-            out = out + y_weight[:, t, None] * rows[y_index[:, t]]
-        return out
-
-    luma = resample(y_plane, geometry.x, geometry.y)
-    u = resample(uv_plane[:, 0::2], geometry.chroma_x, geometry.chroma_y)
-    v = resample(uv_plane[:, 1::2], geometry.chroma_x, geometry.chroma_y)
-    luma_term = f32(1.164383) * (luma - f32(16.0))
-    cb = u - f32(128.0)
-    cr = v - f32(128.0)
-    rgb = np.stack(
-        [
-            luma_term + f32(1.596027) * cr,
-            luma_term - f32(0.391762) * cb - f32(0.812968) * cr,
-            luma_term + f32(2.017232) * cb,
-        ]
-    )
-    out = (np.clip(rgb, f32(0.0), f32(255.0)) + f32(0.5)).astype(np.uint8)
-    return np.ascontiguousarray(np.rot90(out, k=geometry.rotation, axes=(1, 2)))
-
-
 # ---------------------------------------------------------------------------------------
 # Fatbin
 
 
+def _installed_fatbin() -> Path | None:
+    """The fatbin of the installed ``vcd-runtime`` distribution (a source checkout shadows its package dir)."""
+    try:
+        files = metadata.files("vcd-runtime") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == FATBIN_NAME:
+            return Path(str(file.locate()))
+    return None
+
+
 def find_fatbin() -> Path | None:
-    """Where the compiled kernels are: ``$VCD_CUDA_FATBIN``, the package dir, or a build dir."""
+    """Where the compiled kernels are.
+
+    In order: ``$VCD_CUDA_FATBIN``; next to this module (an installed package); the installed
+    ``vcd-runtime`` distribution (when a source checkout's ``runtime/`` is imported instead);
+    a CMake build dir under the checkout's ``build/``.
+
+    Returns:
+        The first existing path, or None.
+    """
     override = os.environ.get("VCD_CUDA_FATBIN")
     if override:
         return Path(override) if Path(override).is_file() else None
     here = Path(__file__).resolve().parent
-    candidates = [here / FATBIN_NAME]
+    candidates = [here / FATBIN_NAME, _installed_fatbin()]
     repo = here.parent.parent
     candidates += sorted((repo / "build").glob(f"*/{FATBIN_NAME}")) + sorted((repo / "build").glob(FATBIN_NAME))
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if c is not None and c.is_file()), None)
 
 
 def fatbin_kernel_names(path: str | Path) -> list[str]:
@@ -383,6 +354,5 @@ __all__ = [
     "find_fatbin",
     "fold_to_chroma",
     "nv12_geometry",
-    "resize_nv12_reference",
     "source_window",
 ]
