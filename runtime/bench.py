@@ -9,6 +9,10 @@ End-to-end modes:
 * ``cpu``: PyAV + ONNX Runtime through the same batching pipeline on host memory.
 * ``naive``: decode a video's sampled frames, then embed them one image at a time.
 * ``cpu-previous``: ``cpu`` with the previous CPU defaults (full decode, fp32 model).
+* ``cpu-unbudgeted``: ``cpu`` without the thread budget (FFmpeg, the C++ resizer and ONNX
+  Runtime each take all cores, ONNX Runtime threads spin): the before/after of the budget.
+
+The ``cpu*`` modes run exactly the pipeline ``main.py`` builds (``runtime.pipeline.extractor.build_pipeline``).
 * ``peer-ffmpeg`` / ``peer-torchcodec``: other decoders feeding the same model at the same batch
   size (``runtime.bench_peers``); they use ``--peer-precision`` (default: the ``cpu`` mode's model).
 
@@ -39,8 +43,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-E2E_MODES = ("gpu", "gpu-serial", "cpu", "naive", "cpu-previous", "peer-ffmpeg", "peer-torchcodec")
-PRECISION_MANIFESTS = {"fp32": "manifest.json", "int8": "manifest_int8.json"}
+E2E_MODES = ("gpu", "gpu-serial", "cpu", "naive", "cpu-previous", "cpu-unbudgeted", "peer-ffmpeg", "peer-torchcodec")
+PRECISIONS = ("fp32", "int8")
 # The CPU path's new defaults measured in benchmarks/RESULTS.md ("CPU fast path"); cpu-previous keeps full/fp32.
 DEFAULT_DECODE_MODE = "auto"
 DEFAULT_PRECISION = "fp32"  # int8 misses the accuracy bar (benchmarks/RESULTS.md); --precision int8 to measure it
@@ -137,10 +141,9 @@ class Bench:
         """An activated ONNX Runtime backend for the fp32 model or the int8 sidecar (cached per precision)."""
         if precision not in self._models:
             from runtime.infer.ort import OnnxRuntimeBackend
-            from runtime.model_manifest import ModelManifest
+            from runtime.pipeline.extractor import load_manifest
 
-            manifest = ModelManifest.load(self.model_dir / PRECISION_MANIFESTS[precision])
-            manifest.verify()
+            manifest = load_manifest(self.model_dir, precision)
             self._models[precision] = OnnxRuntimeBackend(manifest.onnx_path, batch_size=self.args.cpu_batch).activate()
         return self._models[precision]
 
@@ -308,8 +311,6 @@ class Bench:
         }
 
     def _pipeline(self, mode: str) -> Any:
-        from runtime.device.host import HostOps
-        from runtime.pipeline.host import BackendEngine, HostDecodeSession
         from runtime.pipeline.scheduler import Pipeline
 
         sampling, preprocess = self.sampling(), self.preprocess()
@@ -329,17 +330,24 @@ class Bench:
                 num_workers=self.args.workers,
                 overlap=mode == "gpu",
             )
-        from runtime.decode.pyav import PyAVDecoder
-
-        ops = HostOps()
-        decoder = PyAVDecoder(mode="full" if mode == "cpu-previous" else self.args.decode_mode)
-        return Pipeline(
-            lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops),
-            BackendEngine(self.ort(self._precision(mode)), self.args.cpu_batch),
-            ops,
-            (3, preprocess.height, preprocess.width),
-            num_workers=self.args.cpu_workers,
+        from runtime.pipeline.extractor import (
+            ExtractorConfig,
+            build_pipeline,
+            load_manifest,
         )
+
+        precision = self._precision(mode) or "fp32"
+        config = ExtractorConfig(
+            device="cpu",
+            model_dir=self.model_dir,
+            sample_fps=self.args.fps,
+            decode_workers=self.args.cpu_workers,
+            decode_mode="full" if mode == "cpu-previous" else self.args.decode_mode,
+            batch_size=self.args.cpu_batch,
+            precision=precision,  # type: ignore[arg-type]
+            thread_budget=mode != "cpu-unbudgeted",
+        )
+        return build_pipeline(load_manifest(self.model_dir, precision), config, config.resolve("cpu"), sampling)
 
     def _precision(self, mode: str) -> str | None:
         if mode.startswith("gpu"):
@@ -513,17 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--infer-batch", type=int, default=64, help="batch of the TensorRT vs ONNX Runtime inference-only comparison")
     parser.add_argument("--infer-seconds", type=float, default=3.0, help="minimum timing per inference-only measurement")
     parser.add_argument("--workers", type=int, default=7, help="NVDEC sessions")
-    parser.add_argument("--cpu-workers", type=int, default=max(1, min(8, os.cpu_count() or 1)), help="PyAV decode threads")
+    parser.add_argument("--cpu-workers", type=int, default=None, help="PyAV decoders of the cpu modes (default: the runtime default)")
     parser.add_argument("--engine-cache", default=None, help="TensorRT engine cache directory")
     parser.add_argument("--decode-mode", choices=DECODE_MODES, default=DEFAULT_DECODE_MODE, help="PyAV decode mode of the cpu mode")
-    parser.add_argument("--precision", choices=sorted(PRECISION_MANIFESTS), default=DEFAULT_PRECISION, help="model of the cpu mode")
-    parser.add_argument("--peer-precision", choices=sorted(PRECISION_MANIFESTS), default=None, help="model of the peer modes (default: --precision)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help="model of the cpu mode")
+    parser.add_argument("--peer-precision", choices=PRECISIONS, default=None, help="model of the peer modes (default: --precision)")
     parser.add_argument("--decode-only-modes", default="full,auto", help="PyAV decode modes measured decode-only")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cpu_workers is None:
+        from runtime.pipeline.extractor import DEFAULT_DECODE_WORKERS
+
+        args.cpu_workers = DEFAULT_DECODE_WORKERS["cpu"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")

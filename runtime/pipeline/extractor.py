@@ -70,6 +70,7 @@ class ExtractorConfig:
     decode_timeout: float | None = 600.0
     decode_mode: str = "auto"
     intra_op_threads: int = 0
+    thread_budget: bool = True
     batch_size: int | None = None
     engine: Engine = "auto"
     precision: Precision = "auto"
@@ -101,6 +102,9 @@ class ExtractorConfig:
                                 "what the sampler's timing tolerance allows (default: %(default)s)")
         group.add_argument("--threads", dest="intra_op_threads", type=int, default=d.intra_op_threads,
                            help="CPU inference threads (default 0: the cores the decoders leave, from the CPU affinity)")
+        group.add_argument("--no-thread-budget", dest="thread_budget", action="store_false",
+                           help="let FFmpeg, the C++ resizer and ONNX Runtime each pick their own thread counts "
+                                "(the behaviour before the thread budget; for comparisons)")
         group.add_argument("--batch-size", type=int, default=None,
                            help=f"images per inference batch (default: {DEFAULT_BATCH_SIZE['cpu']} on the CPU, {DEFAULT_BATCH_SIZE['gpu']} on the GPU)")
         group.add_argument("--engine", choices=["auto", "ort", "torch", "trt"], default=d.engine,
@@ -283,7 +287,10 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
     from runtime.decode.pyav import PyAVDecoder
     from runtime.device.host import ThreadBudget
 
-    budget = ThreadBudget.plan(settings.decode_workers, config.intra_op_threads)
+    if config.thread_budget:
+        budget = ThreadBudget.plan(settings.decode_workers, config.intra_op_threads)
+    else:  # each library's own choice (0 = all cores / library default), ONNX Runtime threads spinning
+        budget = ThreadBudget(0, settings.decode_workers, 0, 0, config.intra_op_threads)
     if settings.engine == "torch":
         from runtime.infer.torch import TorchBackend
 
@@ -291,7 +298,12 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
     else:
         from runtime.infer.ort import OnnxRuntimeBackend
 
-        backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=budget.inference_threads, batch_size=settings.batch_size)
+        backend = OnnxRuntimeBackend(
+            manifest.onnx_path,
+            intra_op_threads=budget.inference_threads,
+            batch_size=settings.batch_size,
+            allow_spinning=not config.thread_budget,
+        )
     return build_host_pipeline(
         PyAVDecoder(thread_count=budget.decoder_threads, timeout_seconds=config.decode_timeout, mode=config.decode_mode),
         backend,
@@ -302,16 +314,21 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
     )
 
 
+def load_manifest(model_dir: Path | None, precision: str) -> ModelManifest:
+    """The verified model manifest for ``precision`` (int8 has its own quantised model)."""
+    manifest_path = Path(model_dir or default_model_dir()) / PRECISION_MANIFESTS.get(precision, MANIFEST_FILENAME)
+    if not manifest_path.is_file():
+        raise ValueError(f"--precision {precision} needs {manifest_path}, which does not exist")
+    manifest = ModelManifest.load(manifest_path)
+    manifest.verify()
+    return manifest
+
+
 def build_extractor(config: ExtractorConfig) -> Extractor:
     """Load the model assets and build the pipeline for the requested device."""
     device = choose_device(config)
     settings = config.resolve(device)
-    model_dir = config.model_dir or default_model_dir()
-    manifest_path = Path(model_dir) / PRECISION_MANIFESTS.get(settings.precision, MANIFEST_FILENAME)
-    if not manifest_path.is_file():
-        raise ValueError(f"--precision {settings.precision} needs {manifest_path}, which does not exist")
-    manifest = ModelManifest.load(manifest_path)
-    manifest.verify()
+    manifest = load_manifest(config.model_dir, settings.precision)
     sampling = SamplingPolicy(fps=config.sample_fps)
     budget = BudgetConfig(config.descriptors_per_second, config.duplicate_similarity)
     postprocessor = load_postprocessor(manifest, budget)
