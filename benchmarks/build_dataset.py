@@ -32,8 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.edits import EDIT_REGISTRY, AppliedEdit, EditContext, apply_spatial_edits, resize_frame, sample_edits
-from benchmarks.sources import DEFAULT_CACHE_DIR, SourceVideo, iter_source_frames, prepare_sources
+from benchmarks.edits import (
+    EDIT_REGISTRY,
+    AppliedEdit,
+    EditContext,
+    apply_spatial_edits,
+    resize_frame,
+    sample_edits,
+)
+from benchmarks.sources import (
+    DEFAULT_CACHE_DIR,
+    SourceVideo,
+    iter_source_frames,
+    prepare_sources,
+)
 
 logger = logging.getLogger(__name__)
 
