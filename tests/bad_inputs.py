@@ -1,8 +1,7 @@
 """A corpus of broken, unusual and hostile inputs, generated on the fly (nothing binary is committed).
 
 Each kind has its expected outcome: descriptors, no descriptors (a zero-length budget), or a
-named error at a named stage. Kinds with a ``known_issue`` have the outcome they *should* have; the
-decoder does not deliver it yet (tests assert it under ``xfail(strict=True)``)."""
+named error at a named stage."""
 
 from __future__ import annotations
 
@@ -245,29 +244,17 @@ class Kind:
         expect: ``DESCRIPTORS``, ``NO_ROWS``, or the substring the error message must contain.
         stage: the failure's stage for errors (``input`` = refused before decoding).
         duration: the metadata's duration_sec (None: the id is absent from the metadata).
-        known_issue: why the decoder does not meet ``expect`` yet (asserted under strict xfail).
     """
 
     make: Callable[[Path], None] | None
     expect: str
     stage: str = "decode"
     duration: float | None = 5.0
-    known_issue: str | None = None
 
     @property
     def is_error(self) -> bool:
         return self.expect not in (DESCRIPTORS, NO_ROWS)
 
-
-RAW_H264_ISSUE = ("issue 12 item 4 (owned by issue 13, runtime/decode/pyav.py): frames without pts are timed at "
-                  "index / stream.average_rate, which is the raw demuxer's default of 25 fps; the stream's own rate "
-                  "(codec_context.framerate / guessed_rate, here 10 fps) must be used")
-_DISCARD_ISSUE = ("issue 13 (runtime/decode/pyav.py): the demux pass samples the edit list's discard packets, "
-                  "which the decoder never outputs")
-_CORRUPT_ISSUE = ("issue 13 (runtime/decode/pyav.py): one corrupt or truncated packet (InvalidDataError from "
-                  "avcodec_send_packet/receive_frame, with thread_count >= 1) aborts the whole video instead of being skipped")
-_NO_DECODER_ISSUE = ("issue 13 (runtime/decode/pyav.py): a stream no decoder knows has codec_context None; setting "
-                     "thread_count on it raises AttributeError instead of a DecodeError naming the codec tag")
 
 # id -> kind. The CSVs of the corpus layout add five more kinds (see tests/test_robustness.py):
 # a byte-order mark, CRLF line ends, extra columns, duplicate metadata ids and a subset id listed twice.
@@ -282,20 +269,20 @@ CORPUS: dict[str, Kind] = {
     "Q000008": Kind(four_k, DESCRIPTORS),
     "Q000009": Kind(tiny, DESCRIPTORS),
     "Q000010": Kind(odd_size, DESCRIPTORS),
-    "Q000011": Kind(unknown_codec, "codec", known_issue=_NO_DECODER_ISSUE),
+    "Q000011": Kind(unknown_codec, "codec"),
     "Q000012": Kind(variable_frame_rate, DESCRIPTORS, duration=None),  # budget from the decoded duration
     "Q000013": Kind(rotated, DESCRIPTORS),
     "Q000014": Kind(lambda p: write_video(p, num_frames=40, fps=10), DESCRIPTORS, duration=2.0),  # file 4 s, metadata 2 s
-    "Q000015": Kind(raw_h264, DESCRIPTORS),  # 20 frames at 10 fps (SPS timing); see RAW_H264_ISSUE
+    "Q000015": Kind(raw_h264, DESCRIPTORS),  # 20 frames at 10 fps (SPS timing), no packet timestamps
     "Q000016": Kind(webm_vp9, DESCRIPTORS),
     "Q000017": Kind(mkv_hevc, DESCRIPTORS),
     "Q000018": Kind(av1, DESCRIPTORS),
     "Q000019": Kind(ten_bit, DESCRIPTORS),
     "Q000020": Kind(interlaced, DESCRIPTORS),
     "Q000021": Kind(header_claims_8k, DESCRIPTORS),
-    "Q000022": Kind(negative_start, DESCRIPTORS, known_issue=_DISCARD_ISSUE),
-    "Q000023": Kind(cut_mid_gop, DESCRIPTORS, known_issue=_CORRUPT_ISSUE),
-    "Q000024": Kind(garbage_mid_file, DESCRIPTORS, known_issue=_CORRUPT_ISSUE),
+    "Q000022": Kind(negative_start, DESCRIPTORS),
+    "Q000023": Kind(cut_mid_gop, DESCRIPTORS),
+    "Q000024": Kind(garbage_mid_file, DESCRIPTORS),
     "Q000025": Kind(directory, "is a directory", stage="input"),
     # root reads any file, so for root an unreadable file is an ordinary video
     "Q000026": Kind(unreadable, DESCRIPTORS if ROOT else "permission denied", stage="input"),

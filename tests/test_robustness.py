@@ -14,7 +14,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.io.descriptors import load_descriptors, validate_descriptor_file
-from tests.bad_inputs import CORPUS, DESCRIPTORS, NO_ROWS, RAW_H264_ISSUE
+from tests.bad_inputs import CORPUS, DESCRIPTORS, NO_ROWS
 from tests.video_factory import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,20 +68,17 @@ def _outcomes(out: Path) -> tuple[dict, dict]:
 
 def _check_every_video_has_descriptors_or_an_error(out: Path) -> None:
     got, errors = _outcomes(out)
-    settled = {i: k for i, k in CORPUS.items() if k.known_issue is None}
     assert len(CORPUS) >= 30
-    assert set(got) - {i for i, k in CORPUS.items() if k.known_issue} == {i for i, k in settled.items() if k.expect == DESCRIPTORS}
-    assert set(errors) - {i for i, k in CORPUS.items() if k.known_issue} == {i for i, k in settled.items() if k.is_error}
+    assert set(got) == {i for i, k in CORPUS.items() if k.expect == DESCRIPTORS}  # no good video lost
+    assert set(errors) == {i for i, k in CORPUS.items() if k.is_error}
     assert not set(got) & set(errors)
-    for video_id, kind in settled.items():
+    for video_id, kind in CORPUS.items():
         if kind.is_error:
             e = errors[video_id]
             assert (e["stage"], e["error_type"]) == (kind.stage, "InputError" if kind.stage == "input" else "DecodeError"), e
             assert kind.expect in e["message"], e
         elif kind.expect == NO_ROWS:
             assert video_id not in got and video_id not in errors
-    for video_id in set(CORPUS) - set(settled):  # a known issue may fail, but only as a per-video error record
-        assert video_id in got or errors[video_id]["message"]
 
 
 def test_every_video_has_descriptors_or_an_error(corpus_run):
@@ -90,22 +87,17 @@ def test_every_video_has_descriptors_or_an_error(corpus_run):
     _check_every_video_has_descriptors_or_an_error(out)
 
 
-@pytest.mark.parametrize("video_id", [pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=k.known_issue))
-                                      for i, k in CORPUS.items() if k.known_issue])
-def test_known_decoder_issues_meet_their_expectation(corpus_run, video_id):
-    got, errors = _outcomes(corpus_run[1])
-    kind = CORPUS[video_id]
-    if kind.is_error:
-        assert errors[video_id]["error_type"] == "DecodeError" and kind.expect in errors[video_id]["message"], errors[video_id]
-    else:
-        assert video_id in got, errors.get(video_id)
+def test_raw_h264_is_timed_at_its_own_frame_rate(corpus_dir, corpus_run):
+    """20 frames at 10 fps span 2 s: samples must not claim 0.8 s (25 fps) or 20 s (1 s per frame)."""
+    from runtime.decode.pyav import PyAVDecoder
+    from runtime.preprocess.config import PreprocessConfig
+    from runtime.sampling import SamplingPolicy
 
-
-@pytest.mark.xfail(strict=True, reason=RAW_H264_ISSUE)
-def test_raw_h264_is_timed_at_its_own_frame_rate(corpus_run):
-    """20 frames at 10 fps span 2 s: descriptors must not claim 0.8 s (25 fps) or 20 s (1 s per frame)."""
+    decoded = PyAVDecoder(thread_count=1).decode(corpus_dir / "query" / "Q000015.mp4", SamplingPolicy(fps=2.0), PreprocessConfig(height=32, width=32))
+    assert decoded.intervals[-1, 1] == pytest.approx(2.0, abs=1e-6)
+    assert len(decoded.intervals) == 4
     got, _ = _outcomes(corpus_run[1])
-    assert got["Q000015"].timestamps[-1, 1] == pytest.approx(2.0, abs=0.5)
+    assert got["Q000015"].timestamps[-1, 1] <= 2.0 + 1e-6  # the descriptors keep those times
 
 
 @pytest.mark.gpu

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,12 @@ from runtime.decode.base import DecodedVideo, DecodeError
 from runtime.preprocess.config import PreprocessConfig
 from runtime.preprocess.cpu import preprocess_rgb, preprocess_yuv420p
 from runtime.records import VideoInfo
-from runtime.sampling import FrameSelection, SamplingPolicy, select_decodable_frames, timing_tolerance
+from runtime.sampling import (
+    FrameSelection,
+    SamplingPolicy,
+    select_decodable_frames,
+    timing_tolerance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +76,42 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise DecodeError(f"{path}: no video stream (streams: {[s.type for s in container.streams]})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        tag = getattr(stream, "codec_tag", None) or "unknown"
+        container.close()
+        raise DecodeError(f"{path}: no decoder for the video codec (codec tag {tag!r})")
     return container
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
+    """Frames per second for timing frames without timestamps: the stream's own rate (e.g. an H.264
+    SPS's timing info) before the container's average, which raw demuxers set to a default of 25."""
+    for rate in (stream.codec_context.framerate, stream.guessed_rate, stream.average_rate):
+        if rate:
+            return float(rate)
+    return 25.0  # FFmpeg's own guess when nothing says otherwise
+
+
+# A corrupt packet costs its own frames, not the video: decoding goes on after up to this many.
+_MAX_CORRUPT_PACKETS = 64
+
+
+def _decode_frames(path: str | Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+    """Decoded frames of ``stream``, skipping packets the decoder rejects as invalid data."""
+    corrupt = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError as exc:
+            corrupt += 1
+            if corrupt > _MAX_CORRUPT_PACKETS:
+                raise DecodeError(f"{path}: more than {_MAX_CORRUPT_PACKETS} corrupt packets (last: {exc})") from exc
+            logger.debug("%s: skipping a corrupt packet (%s)", path, exc)
+            continue
+        yield from frames
+    if corrupt:
+        logger.warning("%s: skipped %d corrupt packet(s)", path, corrupt)
 
 
 def _stream_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -105,6 +146,7 @@ class _StreamIndex:
     keyframe: np.ndarray | None
     reference: np.ndarray | None
     index_keys: bool
+    frame_rate: float | None = None  # the rate index-keyed frames are timed at
 
     def effective_mode(self, mode: str) -> str:
         """``mode`` without its frame skipping when this stream's output under it cannot be
@@ -167,7 +209,7 @@ class PyAVDecoder:
             stream = container.streams.video[0]
             rotation = 0
             try:
-                for frame in container.decode(stream):
+                for frame in _decode_frames(path, container, stream):
                     rotation = _normalize_rotation(getattr(frame, "rotation", 0))
                     break
             except av.FFmpegError as exc:
@@ -203,8 +245,8 @@ class PyAVDecoder:
         for count, packet in enumerate(container.demux(stream)):
             if count % _DEADLINE_CHECK_EVERY == 0:
                 self._check_deadline(path, start)
-            if packet.size == 0:
-                continue  # flush packet
+            if packet.size == 0 or packet.is_discard:
+                continue  # flush packet, or one the decoder drops (e.g. before an edit list's start)
             if packet.pts is None:
                 return None
             keys.append(int(packet.pts))
@@ -221,18 +263,18 @@ class PyAVDecoder:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             time_base = float(stream.time_base) if stream.time_base else 0.0
-            rate = float(stream.average_rate) if stream.average_rate else 25.0  # FFmpeg's own guess when unknown
+            rate = _frame_rate(stream)
             keys: list[int] = []
             times: list[float] = []
             index_keys = False
-            for index, frame in enumerate(container.decode(stream)):
+            for index, frame in enumerate(_decode_frames(path, container, stream)):
                 if index % _DEADLINE_CHECK_EVERY == 0:
                     self._check_deadline(path, start)
                 key, seconds, by_index = _frame_key(frame, index, time_base, rate)
                 index_keys |= by_index
                 keys.append(key)
                 times.append(seconds)
-        return _StreamIndex(keys, np.asarray(times, dtype=np.float64), None, None, index_keys=index_keys)
+        return _StreamIndex(keys, np.asarray(times, dtype=np.float64), None, None, index_keys=index_keys, frame_rate=rate)
 
     def decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig) -> DecodedVideo:
         """Decode, sample and preprocess one video.
@@ -256,6 +298,8 @@ class PyAVDecoder:
             index = self._decoded_index(path, start)
         if not index.keys:
             raise DecodeError(f"{path}: the video stream has no frames")
+        if index.index_keys and index.frame_rate:
+            duration = len(index.keys) / index.frame_rate  # no timestamps: the container's duration is a guess
         mode, selection, error = self._plan(index, policy, duration if duration > 0 else None, pixels)
         images, info = self._decode_selected(path, index, selection, mode, preprocess, start)
         if mode != "full" and any(image is None for image in images):
@@ -285,19 +329,25 @@ class PyAVDecoder:
         """The decode mode actually used, its selection and its worst timing error."""
         if self.mode != "auto":
             mode = index.effective_mode(self.mode)
-            return (mode, *select_decodable_frames(index.times, policy, duration, index.decodable(mode)))
+            decodable = index.decodable(mode)
+            if decodable is not None and not decodable.any():
+                mode, decodable = "full", None  # the mode would output nothing (e.g. keyframes only in a discarded pre-roll)
+            return (mode, *select_decodable_frames(index.times, policy, duration, decodable))
         length = duration if duration is not None else float(np.ptp(index.times[np.isfinite(index.times)])) if index.times.size else 0.0
         budget = self.time_budget_seconds
         if budget is None and self.timeout_seconds is not None:
             budget = 0.5 * self.timeout_seconds
         estimate = len(index.keys) * pixels / 1e6 * _SECONDS_PER_MEGAPIXEL
-        if index.keyframe is not None and not index.index_keys and (length >= self.long_video_seconds or (budget is not None and estimate > budget)):
+        keyframes_usable = index.keyframe is not None and bool(index.keyframe.any())
+        if keyframes_usable and not index.index_keys and (length >= self.long_video_seconds or (budget is not None and estimate > budget)):
             return ("keyframes", *select_decodable_frames(index.times, policy, duration, index.decodable("keyframes")))
         tolerance = timing_tolerance(policy) if self.max_time_error is None else self.max_time_error
         for mode in _AUTO_CANDIDATES:
             if index.effective_mode(mode) != mode:
                 continue  # this mode's output cannot be predicted for this stream
             decodable = index.decodable(mode)
+            if decodable is not None and not decodable.any():
+                continue  # e.g. every keyframe sits in the pre-roll an edit list discards
             selection, error = select_decodable_frames(index.times, policy, duration, decodable)
             if error <= tolerance or mode == _AUTO_CANDIDATES[-1]:
                 return mode, selection, error
@@ -323,9 +373,9 @@ class PyAVDecoder:
             if mode in _NO_LOOP_FILTER:
                 stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}
             time_base = float(stream.time_base) if stream.time_base else 0.0
-            rate = float(stream.average_rate) if stream.average_rate else 25.0
+            rate = _frame_rate(stream)
             pending: list[tuple[int, av.VideoFrame]] = []
-            for output_index, frame in enumerate(container.decode(stream)):
+            for output_index, frame in enumerate(_decode_frames(path, container, stream)):
                 if info is None:
                     rotation = _normalize_rotation(getattr(frame, "rotation", 0))
                     info = self._info(path, container, stream, rotation)
