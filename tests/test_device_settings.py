@@ -124,8 +124,8 @@ def test_auto_falls_back_to_the_cpu_and_gpu_fails_with_the_reason(fake_gpu) -> N
 
 def test_thread_budget_shares_the_usable_cores() -> None:
     budget = ThreadBudget.plan(decode_workers=1, cores=8)
-    assert (budget.decoder_threads, budget.resize_threads, budget.inference_threads) == (1, 1, 7)
-    assert ThreadBudget.plan(decode_workers=3, cores=2).inference_threads == 1
+    assert (budget.decoder_threads, budget.resize_threads, budget.inference_threads) == (1, 1, 8)
+    assert ThreadBudget.plan(decode_workers=3, cores=2).inference_threads == 2
     assert ThreadBudget.plan(decode_workers=1, inference_threads=5, cores=2).inference_threads == 5
     with pytest.raises(ValueError, match="decode_workers must be >= 1"):
         ThreadBudget.plan(decode_workers=0)

@@ -38,8 +38,12 @@ def usable_cores() -> int:
 class ThreadBudget:
     """How the usable cores are shared between decoding and inference on the host.
 
-    Each decode worker decodes with one FFmpeg thread and resizes with one C++ thread, and the
-    inference engine gets the cores the decoders do not use, so that nothing is oversubscribed.
+    Each decode worker decodes with one FFmpeg thread and resizes with one C++ thread. The inference
+    engine may use every usable core: its threads do not spin (``OnnxRuntimeBackend(allow_spinning=False)``),
+    so they give a core back whenever a decoder needs it, and take it whenever the decoders wait on
+    the pipeline's in-flight window. A static split (the engine gets ``cores - decoders``) left a core
+    idle in those waits: 305 s against 196 s for the full mini-VSC queries on 2 cores
+    (benchmarks/RESULTS.md, "One pipeline and the thread budget").
 
     Attributes:
         cores: usable cores (CPU affinity).
@@ -61,7 +65,7 @@ class ThreadBudget:
         if decode_workers < 1:
             raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
         if inference_threads < 0:
-            raise ValueError(f"inference_threads must be >= 0 (0 = the cores the decoders leave), got {inference_threads}")
+            raise ValueError(f"inference_threads must be >= 0 (0 = every usable core), got {inference_threads}")
         cores = usable_cores() if cores is None else cores
-        engine = inference_threads or max(1, cores - decode_workers)
+        engine = inference_threads or cores
         return cls(cores, decode_workers, decoder_threads=1, resize_threads=1, inference_threads=engine)

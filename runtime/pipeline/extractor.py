@@ -101,7 +101,7 @@ class ExtractorConfig:
                            help="PyAV frame skipping (Note [Decode modes] in runtime/decode/pyav.py); auto skips only "
                                 "what the sampler's timing tolerance allows (default: %(default)s)")
         group.add_argument("--threads", dest="intra_op_threads", type=int, default=d.intra_op_threads,
-                           help="CPU inference threads (default 0: the cores the decoders leave, from the CPU affinity)")
+                           help="CPU inference threads (default 0: every core of the CPU affinity, threads not spinning)")
         group.add_argument("--no-thread-budget", dest="thread_budget", action="store_false",
                            help="let FFmpeg, the C++ resizer and ONNX Runtime each pick their own thread counts "
                                 "(the behaviour before the thread budget; for comparisons)")
