@@ -109,6 +109,33 @@ class InferenceBackend(ABC):
     def deactivate_impl(self) -> None: ...
 
 
+
+class ModelBackend(InferenceBackend):
+    """An ``InferenceBackend`` whose input shape and output dim are read from the model on ``activate``.
+
+    Subclasses set ``self._shape`` and ``self._dim`` in ``activate_impl``; ``what`` names the
+    thing read (``model``, ``engine``) in the error raised when asked before activation.
+    """
+
+    what = "model"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, int, int] | None = None
+        self._dim: int | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        if self._shape is None:
+            raise BackendError(f"{self.name}: activate() first to read the {self.what}'s input shape")
+        return self._shape
+
+    @property
+    def output_dim(self) -> int:
+        if self._dim is None:
+            raise BackendError(f"{self.name}: activate() first to read the {self.what}'s output dim")
+        return self._dim
+
 class PendingBatch(Protocol):
     def wait(self) -> np.ndarray:
         """Block until done; returns float32 (count, D), owned by the caller."""

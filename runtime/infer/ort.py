@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.infer.base import BackendError, InferenceBackend
+from runtime.infer.base import BackendError, ModelBackend
 
 logger = logging.getLogger(__name__)
 
 
-class OnnxRuntimeBackend(InferenceBackend):
+class OnnxRuntimeBackend(ModelBackend):
     """Runs the ONNX descriptor model with ONNX Runtime.
 
     Args:
@@ -41,22 +41,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         self.batch_size = batch_size
         self.name = "ort-" + ("cuda" if "CUDAExecutionProvider" in self.providers else "cpu")
         self._session = None
-        self._shape: tuple[int, int, int] | None = None
-        self._dim: int | None = None
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        if self._shape is None:
-            raise BackendError(f"{self.name}: activate() first to read the model's input shape")
-        return self._shape
-
-    @property
-    def output_dim(self) -> int:
-        if self._dim is None:
-            raise BackendError(f"{self.name}: activate() first to read the model's output dim")
-        return self._dim
 
     @property
     def preferred_batch_size(self) -> int:

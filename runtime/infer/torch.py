@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runtime.infer.base import BackendError, InferenceBackend
+from runtime.infer.base import BackendError, ModelBackend
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class TorchPending:
         return self._result
 
 
-class TorchBackend(InferenceBackend):
+class TorchBackend(ModelBackend):
     """Runs the descriptor model with PyTorch.
 
     Args:
@@ -186,24 +186,10 @@ class TorchBackend(InferenceBackend):
         if not self.onnx_path.is_file():
             raise BackendError(f"{self.name}: ONNX model not found: {self.onnx_path}")
         self._net: Any = None
-        self._shape: tuple[int, int, int] | None = None
-        self._dim: int | None = None
         self._graphs: dict[int, tuple[Any, Any, Any]] = {}
         self.activation_seconds: float | None = None
 
     # -- properties ---------------------------------------------------------------------
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        if self._shape is None:
-            raise BackendError(f"{self.name}: activate() first to read the model's input shape")
-        return self._shape
-
-    @property
-    def output_dim(self) -> int:
-        if self._dim is None:
-            raise BackendError(f"{self.name}: activate() first to read the model's output dim")
-        return self._dim
 
     @property
     def preferred_batch_size(self) -> int:

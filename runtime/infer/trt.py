@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runtime.infer.base import BackendError, InferenceBackend
+from runtime.infer.base import BackendError, ModelBackend
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class TrtPending:
         return self._result
 
 
-class TensorRTBackend(InferenceBackend):
+class TensorRTBackend(ModelBackend):
     """Runs the descriptor model with a TensorRT engine.
 
     Args:
@@ -115,6 +115,7 @@ class TensorRTBackend(InferenceBackend):
     """
 
     name = "tensorrt"
+    what = "engine"
 
     def __init__(
         self,
@@ -153,24 +154,10 @@ class TensorRTBackend(InferenceBackend):
         self._trt, self._cuda = _import_gpu_modules()
         if not self.onnx_path.is_file():
             raise BackendError(f"{self.name}: ONNX model not found: {self.onnx_path}")
-        self._shape: tuple[int, int, int] | None = None
-        self._dim: int | None = None
         self.engine_path: Path | None = None
         self.build_seconds: float | None = None
 
     # -- properties ---------------------------------------------------------------------
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        if self._shape is None:
-            raise BackendError(f"{self.name}: activate() first to read the engine's input shape")
-        return self._shape
-
-    @property
-    def output_dim(self) -> int:
-        if self._dim is None:
-            raise BackendError(f"{self.name}: activate() first to read the engine's output dim")
-        return self._dim
 
     @property
     def preferred_batch_size(self) -> int:
