@@ -65,10 +65,10 @@ def latency_summary(seconds: list[float]) -> dict[str, float | None]:
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "max": float(values.max())}
 
 
-def gpu_status() -> tuple[bool, str]:
-    from runtime.device.cuda import gpu_runtime_status
+def gpu_status(engine: str = "trt") -> tuple[bool, str]:
+    from runtime.pipeline.extractor import gpu_available
 
-    return gpu_runtime_status()
+    return gpu_available(engine)
 
 
 def cpu_status() -> tuple[bool, str]:
@@ -120,7 +120,8 @@ class Bench:
         bad = [m for m in self.modes if m not in E2E_MODES]
         if bad:
             raise ValueError(f"--backends must be a comma list of {E2E_MODES}, got {bad}")
-        self.gpu_ok, self.gpu_reason = gpu_status() if any(m.startswith("gpu") for m in self.modes) else (False, "not requested")
+        wants_gpu = any(m.startswith("gpu") for m in self.modes)
+        self.gpu_ok, self.gpu_reason = gpu_status(args.gpu_engine) if wants_gpu else (False, "not requested")
         self.cpu_ok, self.cpu_reason = cpu_status()
         self._trt = None
 
@@ -222,7 +223,17 @@ class Bench:
             out["onnxruntime"] = _time_inference(lambda: backend.infer(batch), self.args.infer_seconds, batch.shape[0])
         else:
             out["onnxruntime"] = {"skipped": self.cpu_reason}
-        if self.gpu_ok:
+        if self.gpu_ok and self.args.gpu_engine == "torch":
+            from runtime.infer.torch import TorchBackend
+
+            backend = TorchBackend(self.manifest.onnx_path, device="cuda", max_batch=self.args.batch).activate()
+            embeddings = backend.infer(batch)
+            out["torch_fp16"] = _time_inference(lambda: backend.infer(batch), self.args.infer_seconds, batch.shape[0])
+            if reference is not None:
+                cos = _cosine(embeddings.astype(np.float64), reference.astype(np.float64))
+                out["torch_fp16_vs_onnxruntime_cosine"] = {"min": float(cos.min()), "mean": float(cos.mean())}
+            out["tensorrt"] = {"skipped": "--gpu-engine torch"}
+        elif self.gpu_ok:
             backend = self.trt()
             embeddings = backend.infer(batch)
             out["tensorrt"] = _time_inference(lambda: backend.infer(batch), self.args.infer_seconds, batch.shape[0])
@@ -314,12 +325,17 @@ class Bench:
         from runtime.pipeline.scheduler import Pipeline
 
         sampling, preprocess = self.sampling(), self.preprocess()
+        if mode in ("gpu", "gpu-serial") and self.args.gpu_engine == "torch":
+            from runtime.pipeline.devices import build_gpu_pipeline
+
+            return build_gpu_pipeline(self.manifest, sampling, preprocess, num_workers=self.args.workers,
+                                      batch_size=self.args.batch, overlap=mode == "gpu", engine="torch")
         if mode in ("gpu", "gpu-serial"):
             from runtime.decode.nvdec import NvdecDecoder
             from runtime.device.cuda import CudaOps
             from runtime.infer.trt import TensorRTEngine
 
-            backend = self.trt()
+            backend = self.trt()  # shared with the inference-only section (one engine build)
             decoder = NvdecDecoder()
             ops = CudaOps(backend.context)
             return Pipeline(
@@ -523,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=7, help="NVDEC sessions")
     parser.add_argument("--cpu-workers", type=int, default=None, help="PyAV decoders of the cpu modes (default: the runtime default)")
     parser.add_argument("--engine-cache", default=None, help="TensorRT engine cache directory")
+    parser.add_argument("--gpu-engine", choices=["trt", "torch"], default="trt", help="engine of the gpu modes (torch: PyTorch FP16)")
     parser.add_argument("--decode-mode", choices=DECODE_MODES, default=DEFAULT_DECODE_MODE, help="PyAV decode mode of the cpu mode")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help="model of the cpu mode")
     parser.add_argument("--peer-precision", choices=PRECISIONS, default=None, help="model of the peer modes (default: --precision)")
