@@ -79,15 +79,24 @@ def _fake_gpu_packages(root: Path, *, driver_version: int = 13000, devices: int 
         (root / f"{name}.py").write_text(body + "\n")
 
 
+_FAKE_MODULES = ("pycuda", "pycuda.driver", "PyNvVideoCodec", "tensorrt")
+
+
 @pytest.fixture
 def fake_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    saved = {name: sys.modules[name] for name in _FAKE_MODULES if name in sys.modules}
+
     def install(**kwargs) -> None:
         _fake_gpu_packages(tmp_path, **kwargs)
         monkeypatch.syspath_prepend(str(tmp_path))
-        for name in ("pycuda", "pycuda.driver", "PyNvVideoCodec", "tensorrt"):
-            monkeypatch.delitem(sys.modules, name, raising=False)
+        for name in _FAKE_MODULES:
+            sys.modules.pop(name, None)
 
-    return install
+    yield install
+    # the stand-ins imported during the test must not leak into later tests
+    for name in _FAKE_MODULES:
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
 
 
 def test_gpu_status_imports_packages_for_real(fake_gpu) -> None:

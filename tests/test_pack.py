@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import shutil
 import stat
@@ -80,11 +81,29 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
+def _as_nobody(cmd: list[str]) -> list[str]:
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+
+
+@functools.cache
+def _nobody_can_run_this_python() -> bool:
+    """Whether user nobody can import numpy with this interpreter (a venv under a root-only
+    directory, e.g. a 0700 mktemp checkout, is unreadable to it)."""
+    probe = subprocess.run(_as_nobody([sys.executable, "-c", "import numpy"]), capture_output=True, timeout=60, check=False)
+    return probe.returncode == 0
+
+
 def _container_cmd(cmd: list[str]) -> list[str]:
-    """No network (a fresh network namespace) and, as root, run as nobody so that read-only really is."""
+    """No network (a fresh network namespace) and, as root, run as nobody so that read-only really is.
+
+    Where nobody cannot read this Python's packages, the run stays root; the snapshot check in
+    ``_run_unpacked`` still proves that nothing outside the output directory was written.
+    """
     if not AS_ROOT:
         return cmd
-    return ["unshare", "-n", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+    if not _nobody_can_run_this_python():
+        return ["unshare", "-n", *cmd]
+    return ["unshare", "-n", *_as_nobody(cmd)]
 
 
 def _run_unpacked(zip_path: Path, base: Path, data: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
@@ -92,7 +111,7 @@ def _run_unpacked(zip_path: Path, base: Path, data: Path) -> tuple[Path, Path, s
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(code_dir)
     out.mkdir()
-    if AS_ROOT:
+    if AS_ROOT and _nobody_can_run_this_python():
         os.chown(out, NOBODY, NOBODY)
     _read_only_tree(code_dir)
     _read_only_tree(data)
