@@ -465,3 +465,22 @@ def test_gpu_pipeline_with_the_torch_engine_matches_the_cpu_pipeline(manifest) -
         assert isinstance(ours, VideoEmbeddings) and isinstance(ref, VideoEmbeddings), (ours, ref)
         assert ours.embeddings.shape == ref.embeddings.shape
         assert _cosines(ours.embeddings, ref.embeddings).min() >= GPU_COSINE, ours.video_id
+
+
+def test_output_slots_block_until_a_slot_is_released() -> None:
+    import threading
+    import time
+
+    from runtime.infer.base import OutputSlots
+
+    slots = OutputSlots(2)
+    taken = {slots.acquire(), slots.acquire()}
+    assert taken == {0, 1}
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(slots.acquire()))
+    waiter.start()
+    time.sleep(0.1)
+    assert got == []  # both slots in use: acquire waits
+    slots.release(1)
+    waiter.join(timeout=5)
+    assert got == [1]

@@ -8,6 +8,7 @@ input validation and timing.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from types import TracebackType
@@ -159,3 +160,23 @@ class BatchEngine(Protocol):
     output_dim: int
 
     def submit(self, buffer: Any, count: int, wait_events: list[Any]) -> PendingBatch: ...
+
+
+class OutputSlots:
+    """A fixed pool of output-buffer indices shared by concurrent device inferences (Note [Buffer reuse]
+    in ``runtime/infer/trt.py``): ``acquire`` blocks until one is free; thread-safe."""
+
+    def __init__(self, count: int) -> None:
+        self._free = list(range(count))
+        self._cond = threading.Condition()
+
+    def acquire(self) -> int:
+        with self._cond:
+            while not self._free:
+                self._cond.wait()
+            return self._free.pop()
+
+    def release(self, slot: int) -> None:
+        with self._cond:
+            self._free.append(slot)
+            self._cond.notify()

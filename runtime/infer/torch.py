@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runtime.infer.base import BackendError, ModelBackend
+from runtime.infer.base import BackendError, ModelBackend, OutputSlots
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class TorchPending:
             self.done.synchronize()
             self.busy_seconds = self.start.elapsed_time(self.done) / 1000.0
             self._result = self.backend._host_out[self.slot][: self.count].numpy().copy()
-            self.backend._release_slot(self.slot)
+            self.backend._slots.release(self.slot)
         return self._result
 
 
@@ -233,8 +233,7 @@ class TorchBackend(ModelBackend):
         self._lock = threading.Lock()
         self._last_done: Any = None
         self._host_out = [torch.empty((self.max_batch, self.output_dim), dtype=torch.float32, pin_memory=True) for _ in range(self.num_output_slots)]
-        self._free_slots = list(range(self.num_output_slots))
-        self._slot_cond = threading.Condition()
+        self._slots = OutputSlots(self.num_output_slots)
         self._host_in = torch.empty((self.max_batch, *shape), dtype=torch.uint8, pin_memory=True)
         self._dev_in = torch.empty((self.max_batch, *shape), dtype=torch.uint8, device=device)
         self._graphs = {}
@@ -267,17 +266,6 @@ class TorchBackend(ModelBackend):
 
     # -- inference ----------------------------------------------------------------------
 
-    def _acquire_slot(self) -> int:
-        with self._slot_cond:
-            while not self._free_slots:
-                self._slot_cond.wait()
-            return self._free_slots.pop()
-
-    def _release_slot(self, slot: int) -> None:
-        with self._slot_cond:
-            self._free_slots.append(slot)
-            self._slot_cond.notify()
-
     def infer_device(self, images: Any, stream: Any = None) -> TorchPending:
         """Enqueue inference on uint8 images already on the device (CUDA backends only).
 
@@ -300,7 +288,7 @@ class TorchBackend(ModelBackend):
         count = int(images.shape[0])
         if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape or not 1 <= count <= self.max_batch:
             raise ValueError(f"{self.name}: expected images (1..{self.max_batch}, {', '.join(map(str, self.input_shape))}), got {tuple(images.shape)}")
-        slot = self._acquire_slot()
+        slot = self._slots.acquire()
         try:
             with self._lock:
                 stream = self._stream if stream is None else stream
@@ -323,7 +311,7 @@ class TorchBackend(ModelBackend):
                     done.record(stream)
                     self._last_done = done
         except BaseException:
-            self._release_slot(slot)
+            self._slots.release(slot)
             raise
         return TorchPending(self, slot, count, done, start)
 

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from runtime.infer.base import BackendError, ModelBackend
+from runtime.infer.base import BackendError, ModelBackend, OutputSlots
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class TrtPending:
             self.done.synchronize()
             self.busy_seconds = self.start.time_till(self.done) / 1000.0
             self._result = np.array(self.backend._host_out[self.slot][: self.count], dtype=np.float32)
-            self.backend._release_slot(self.slot)
+            self.backend._slots.release(self.slot)
         return self._result
 
 
@@ -314,8 +313,7 @@ class TensorRTBackend(ModelBackend):
             self._dev_float = cuda.mem_alloc(self.max_batch * image_elems * 4) if self._float_input else None
             self._dev_out = [cuda.mem_alloc(self.max_batch * self._dim * 4) for _ in range(self.num_output_slots)]
             self._host_out = [cuda.pagelocked_empty((self.max_batch, self._dim), dtype=np.float32) for _ in range(self.num_output_slots)]
-            self._free_slots = list(range(self.num_output_slots))
-            self._slot_cond = threading.Condition()
+            self._slots = OutputSlots(self.num_output_slots)
             self._preprocessor = None
             if self._float_input:
                 from runtime.preprocess.cuda import CudaPreprocessor
@@ -330,17 +328,6 @@ class TensorRTBackend(ModelBackend):
                 setattr(self, name, None)
 
     # -- inference ----------------------------------------------------------------------
-
-    def _acquire_slot(self) -> int:
-        with self._slot_cond:
-            while not self._free_slots:
-                self._slot_cond.wait()
-            return self._free_slots.pop()
-
-    def _release_slot(self, slot: int) -> None:
-        with self._slot_cond:
-            self._free_slots.append(slot)
-            self._slot_cond.notify()
 
     def infer_device(self, device_ptr: int, batch: int, stream: Any = None, wait_events: list[Any] = ()) -> TrtPending:  # type: ignore[assignment]
         """Enqueue inference on ``batch`` uint8 images already on the device.
@@ -363,7 +350,7 @@ class TensorRTBackend(ModelBackend):
         stream = self.stream if stream is None else stream
         for event in wait_events:
             stream.wait_for_event(event)
-        slot = self._acquire_slot()
+        slot = self._slots.acquire()
         start = cuda.Event()
         start.record(stream)
         input_ptr = int(device_ptr)
@@ -375,7 +362,7 @@ class TensorRTBackend(ModelBackend):
         self._exec.set_tensor_address(self._input_name, input_ptr)
         self._exec.set_tensor_address(self._output_name, int(self._dev_out[slot]))
         if not self._exec.execute_async_v3(stream.handle):
-            self._release_slot(slot)
+            self._slots.release(slot)
             raise BackendError(f"{self.name}: execute_async_v3 failed for batch {batch}")
         cuda.memcpy_dtoh_async(self._host_out[slot][:batch], self._dev_out[slot], stream)
         done = cuda.Event()
