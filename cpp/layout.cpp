@@ -10,6 +10,12 @@
 namespace vcd {
 namespace {
 
+// Note [Layout evidence] 3-4: a seam's coverage (a window side's support) must exceed that of
+// every parallel line kLatticeNear..kLatticeFar pixels away on one of its sides by kProminence.
+constexpr int32_t kLatticeNear = 5, kLatticeFar = 20;
+constexpr double kProminence = 0.2;
+
+
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::ostringstream out;
   out << "(";
@@ -260,6 +266,15 @@ std::vector<Seam> find_seams(const std::vector<int64_t> (&hits)[kSegments], int3
       peak = q < p ? other <= c : other < c;
     }
     if (!peak) continue;
+    // A seam stands out from the lines 5-20 pixels away: a pixelised picture's block lattice
+    // (or any periodic texture) has many equally covered lines.
+    // One side suffices: a stack whose one picture is pixelised still has plain texture beyond the seam.
+    double before = 0, after = 0;
+    for (int32_t d = kLatticeNear; d <= kLatticeFar; ++d) {
+      if (p - d >= lo) before = std::max(before, pair[static_cast<size_t>(p - d)]);
+      if (p + d + 1 < hi) after = std::max(after, pair[static_cast<size_t>(p + d)]);
+    }
+    if (c - std::min(before, after) < kProminence) continue;
     bool spans = true;
     for (int t = 0; t < kSegments; ++t) spans = spans && third_pair[t][static_cast<size_t>(p)] >= 0.7 * options.seam_coverage;
     if (!spans) continue;
@@ -597,10 +612,52 @@ VideoLayout analyze_layout(const uint8_t* frames, const std::vector<int64_t>& sh
           if (top_real) moving = moving && side_changes({left, top - g - b, right, top - g}, {left, top + g, right, top + g + b});
           if (bottom_real) moving = moving && side_changes({left, bottom - g - b, right, bottom - g}, {left, bottom + g, right, bottom + g + b});
           if (!moving) continue;
+          // The window's content must change (a static box, logo or sticker is an overlay), and
+          // each real side must stand out from its parallel lines (not a block lattice).
+          const int32_t inset = 3;
+          if (change.mean({left + inset, top + inset, right - inset, bottom - inset}) < options.min_activity) continue;
+          auto prominent = [&](const LineSupport& lines, int32_t line, int32_t begin, int32_t end, double s) {
+            double before = 0, after = 0;  // one side suffices (a pixelised picture inside a plain one)
+            for (int32_t d = kLatticeNear; d <= kLatticeFar; ++d) {
+              if (line - d >= 1) before = std::max(before, lines.support(line - d, begin, end));
+              if (line + d + 1 < static_cast<int32_t>(lines.lines)) after = std::max(after, lines.support(line + d, begin, end));
+            }
+            return s - std::min(before, after) >= kProminence;
+          };
+          bool standing = true;
+          if (left_real) standing = standing && prominent(vertical, left, top, bottom, vertical.support(left, top, bottom));
+          if (right_real) standing = standing && prominent(vertical, right, top, bottom, vertical.support(right, top, bottom));
+          if (top_real) standing = standing && prominent(horizontal, top, left, right, horizontal.support(top, left, right));
+          if (bottom_real) standing = standing && prominent(horizontal, bottom, left, right, horizontal.support(bottom, left, right));
+          if (!standing) continue;
           best_score = score;
           best = r;
         }
       }
+    }
+  }
+  if (best_score > 0) {
+    // The inside must change between most consecutive frames, not on average: an overlay that
+    // is static during part of the frames (while the rest of them change everywhere) is not a window.
+    const int32_t inset = 3;
+    const Rect inner{best.x0 + inset, best.y0 + inset, best.x1 - inset, best.y1 - inset};
+    std::vector<double> pair_change;
+    const uint8_t* before = nullptr;
+    for (int64_t f = 0; f < n; ++f) {
+      if (layout.frames[static_cast<size_t>(f)].blank) continue;
+      const uint8_t* image = luma + f * plane;
+      if (before != nullptr) {
+        int64_t sum = 0;
+        for (int32_t y = inner.y0; y < inner.y1; ++y) {
+          for (int32_t x = inner.x0; x < inner.x1; ++x) sum += std::abs(int(image[y * w + x]) - int(before[y * w + x]));
+        }
+        pair_change.push_back(static_cast<double>(sum) / static_cast<double>(std::max<int64_t>(inner.area(), 1)));
+      }
+      before = image;
+    }
+    if (!pair_change.empty()) {
+      std::nth_element(pair_change.begin(), pair_change.begin() + pair_change.size() / 2, pair_change.end());
+      if (pair_change[pair_change.size() / 2] < options.min_activity) best_score = 0;
     }
   }
   if (best_score > 0) {

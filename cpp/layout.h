@@ -33,7 +33,9 @@
 //  3. Seams: a column's coverage is the share of (frame, row) pairs with a step in its pair
 //     bin; a seam needs coverage >= seam_coverage overall and >= 0.7 x that in each sixth of
 //     the height (it spans the whole content, unlike a window's edge), a local maximum within +-4 columns, at least
-//     10 % of the content away from its edges. Textured natural images give ~0.2-0.35
+//     10 % of the content away from its edges. It must also stand out from the columns 5-20 pixels away
+//     on one side (coverage >= 0.2 above each of theirs): a pixelised picture's block lattice covers many
+//     columns about equally. Textured natural images give ~0.2-0.35
 //     coverage at random columns; a persistent seam between independent pictures ~0.6-0.95.
 //     Cells must be textured (mean |gradient| >= min_texture, which rejects a flat sky above
 //     a horizon) and the video must change over time (mean |frame difference| >= min_activity
@@ -45,7 +47,10 @@
 //     area) whose sides are persistent over >= window_support of their length, with at least
 //     three real sides (a side on the content boundary may be missing; a window in a corner
 //     of the content has two, which then need a support >= max(window_support, 0.85)); at least one side of
-//     every real edge must change over time. Its confidence is the mean support of its four
+//     every real edge must change over time, and so must the window's inside, between most
+//     consecutive frames (median over frame pairs: a static box,
+//     logo or sticker is an overlay, not a picture); each real side's support must exceed that
+//     of every parallel line 5-20 pixels away on one side by 0.2 (no block lattice). Its confidence is the mean support of its four
 //     sides (a missing side counts 0).
 #pragma once
 

@@ -85,6 +85,9 @@ class SplitReport:
     seconds: float
     per_video_seconds: list[float] = field(default_factory=list)
     processed: int = 0  # videos extracted in this run (the rest were resumed or failed input checks)
+    frames_sampled: int = 0  # samples decoded in this run, and those of them embedded (fewer with --preselect-margin)
+    frames_inferred: int = 0
+    layouts: dict[str, int] = field(default_factory=dict)  # layout decision kind -> videos extracted in this run (--layout-views)
 
     @property
     def videos_per_second(self) -> float:
@@ -137,10 +140,13 @@ def run_split(
     if resumed:
         logger.info("%s: %d of %d videos already done (resuming)", split, resumed, len(tasks))
     timings: list[float] = []
+    layouts: dict[str, int] = {}
+    frames = np.zeros(2, dtype=np.int64)  # samples decoded, samples inferred
     by_id = {t.video_id: t for t in todo}
     with tqdm(total=len(todo), desc=f"{split} videos", unit="video", disable=not progress) as bar:
         for result in extractor.run(todo):
             if isinstance(result, VideoEmbeddings):
+                frames += (len(result.intervals) if result.sampled is None else result.sampled, len(result.intervals))
                 known = by_id[result.video_id].duration
                 budget_duration = known if known is not None else _decoded_duration(result)
                 try:
@@ -148,8 +154,10 @@ def run_split(
                 except (ValueError, ArithmeticError) as exc:  # one bad video must not stop the run
                     result = VideoFailure(result.video_id, result.info.path, "postprocess", type(exc).__name__, str(exc))
                 else:
-                    store.save(descriptors, budget_duration)
+                    store.save(descriptors, budget_duration, layout=result.layout)
                     timings.append(sum(result.timings.values()))
+                    if result.layout is not None:
+                        layouts[result.layout["kind"]] = layouts.get(result.layout["kind"], 0) + 1
             if isinstance(result, VideoFailure):
                 logger.error("%s: %s failed (%s): %s", result.video_id, result.stage, result.error_type, result.message)
                 store.record_failure(result)
@@ -178,6 +186,8 @@ def run_split(
         seconds=time.perf_counter() - start,
         per_video_seconds=timings,
         processed=len(todo),
+        frames_sampled=int(frames[0]), frames_inferred=int(frames[1]),
+        layouts=layouts,
     )
     return report, done
 
@@ -209,6 +219,9 @@ def _report_split(console: Console, report: SplitReport) -> None:
         f"({report.processed} extracted); per video (s): "
         f"p50 {_percentile(t, 50):.2f}  p95 {_percentile(t, 95):.2f}  max {max(t) if t else float('nan'):.2f}"
     )
+    if report.layouts:  # counts only, and never in challenge mode (Console.line)
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(report.layouts.items()))
+        console.line(f"[{report.split}] layout views: {kinds} (each video's decision is in its per-video result)")
     for failure in report.failures:
         console.line(f"[{report.split}] FAILED {failure.video_id} ({failure.stage}, {failure.error_type}): {failure.message}")
     if console.challenge:

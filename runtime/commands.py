@@ -69,14 +69,25 @@ def build_extract_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _extractor_config(args: argparse.Namespace, gpu_workers: bool = False) -> ExtractorConfig:
+    """The command line's extractor settings; a combination no device runs is refused here,
+    before any worker starts (e.g. ``--layout-views`` with the GPU path)."""
+    config = ExtractorConfig.from_args(args)
+    problem = config.layout_problem("gpu" if gpu_workers else config.device)
+    if problem is not None:
+        raise RequestError(problem)
+    return config
+
+
 def extract_main(argv: list[str]) -> int:
     args = build_extract_parser().parse_args(argv)
+    config = _extractor_config(args, gpu_workers=args.ray is not None and args.gpus_per_worker > 0)
     tasks = video_tasks_from(args.videos, args.metadata)
     ray = None
     if args.ray is not None:
         ray = RayOptions(address=args.ray, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          gpus_per_worker=args.gpus_per_worker, chunk_size=args.chunk_size)
-    report = extract(tasks, args.out, ExtractorConfig.from_args(args), args.role, ray, merge=args.merge, progress=not args.no_progress)
+    report = extract(tasks, args.out, config, args.role, ray, merge=args.merge, progress=not args.no_progress)
     print(f"{report.succeeded}/{report.videos} videos in {report.store} ({report.already_done} done before), "
           f"{report.workers} worker(s), {report.seconds:.1f} s, {report.worker_deaths} worker death(s); fingerprint {report.fingerprint}")
     if report.merged is not None:
@@ -188,7 +199,7 @@ def _query_videos(args: argparse.Namespace, store: ReferenceStore) -> list[Video
         tasks = []
         for path in media:
             tasks += video_tasks_from(path) if path.is_dir() else [VideoTask(path.stem, path, None)]
-        worker = ExtractionWorker(ExtractorConfig.from_args(args), "query")
+        worker = ExtractionWorker(_extractor_config(args), "query")
         if descriptor_fingerprint(worker.fingerprint()) != store.fingerprint:
             raise RequestError(f"the extractor's settings give fingerprint {descriptor_fingerprint(worker.fingerprint())}; "
                                f"the index holds {store.fingerprint} (use the settings the references were extracted with)")

@@ -31,7 +31,12 @@ class VideoEmbeddings:
             intervals always carry the real frame times (None = not measured).
         views: int (K,) which view of its frame each row embeds (0 = the whole frame or its
             border-cropped content; see ``runtime.preprocess.layout``); None = every row is a whole frame.
+        windows: int (K,) the layout time window each row's view belongs to (views are decided per
+            window of consecutive samples: Note [Layout windows] in ``runtime/preprocess/layout.py``);
+            None = not windowed (``views`` alone, or whole frames).
         layout: the per-video layout decision and its confidences (JSON-able), None = not analysed.
+        sampled: samples decoded before pre-selection chose the rows inferred (``runtime.preprocess.preselect``),
+            None = no pre-selection (every sample was inferred).
     """
 
     video_id: str
@@ -45,6 +50,8 @@ class VideoEmbeddings:
     max_time_error: float | None = None
     views: np.ndarray | None = None
     layout: dict | None = None
+    sampled: int | None = None
+    windows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

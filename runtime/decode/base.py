@@ -27,13 +27,18 @@ class DecodedVideo:
 
     Attributes:
         info: stream facts.
-        images: uint8 (K, 3, H, W) model input, one per sample, in time order.
-        intervals: float64 (K, 2) [start, end) seconds each sample stands for.
+        images: uint8 (K, 3, H, W) model input, one per sample (per (sample, view) with ``views``), in time order.
+        intervals: float64 (K, 2) [start, end) seconds each row's sample stands for.
         decode_seconds: wall time spent decoding and preprocessing.
         backend: name of the decoder that produced it (``pyav``, ``nvdec``...).
         decode_mode: how the decoder reconstructed the stream (``full``, ``nonref``, ``keyframes``...;
             see ``runtime.decode.pyav.DECODE_MODES``).
         max_time_error: worst |requested sample time - time of the frame used| in seconds (None = not measured).
+        views: int16 (K,) which layout view of its window each row is (``PyAVDecoder.decode(..., layout=...)``;
+            the rows of one sample are consecutive and share its interval); None = one whole frame per sample.
+        layout: the video's layout decisions (one per time window) as a JSON-able record, None = not analysed.
+        windows: int32 (K,) the layout time window of each row (Note [Layout windows] in
+            ``runtime/preprocess/layout.py``); None whenever ``views`` is None.
     """
 
     info: VideoInfo
@@ -43,6 +48,9 @@ class DecodedVideo:
     backend: str
     decode_mode: str = "full"
     max_time_error: float | None = None
+    views: np.ndarray | None = None
+    layout: dict[str, Any] | None = None
+    windows: np.ndarray | None = None
 
 
 class Decoder(Protocol):
@@ -70,6 +78,11 @@ class VideoPlan:
         notes: remarks, e.g. why NVDEC fell back to the CPU decoder.
         decode_mode: how the frames were decoded (see ``DecodedVideo.decode_mode``).
         max_time_error: worst sample timing error in seconds, None = not measured.
+        views: int16 (K,) layout view of each row (see ``DecodedVideo.views``), None = whole frames only.
+        layout: the layout decision record (see ``DecodedVideo.layout``), None = not analysed.
+        sampled: samples decoded before pre-selection kept ``intervals`` of them (``runtime.preprocess.preselect``),
+            None = no pre-selection.
+        windows: int32 (K,) layout time window of each row (see ``DecodedVideo.windows``), None = not windowed.
     """
 
     info: VideoInfo
@@ -78,6 +91,10 @@ class VideoPlan:
     notes: tuple[str, ...] = ()
     decode_mode: str = "full"
     max_time_error: float | None = None
+    views: np.ndarray | None = None
+    layout: dict[str, Any] | None = None
+    sampled: int | None = None
+    windows: np.ndarray | None = None
 
 
 SlotWriter = Callable[[Any, int, Any], None]

@@ -15,29 +15,36 @@ Note [Decode modes]: the sampler wants ~2 frames/s out of 25-60, so FFmpeg may s
 not reconstructed), ``noloop`` (``skip_loop_filter=all``: no deblocking; every frame still
 decoded, times exact, pixels differ slightly), ``nonref-noloop`` (both), ``keyframes``
 (``skip_frame=NONKEY``). Which frames a mode outputs is known from the demux pass (packet key
-flags; H.264/HEVC NAL headers for references), so the sampler chooses among those frames only,
-records the worst timing error against the requested sample times, and the descriptors keep the
-real frame times (Note [Real frame times in skip modes] in ``runtime/sampling.py``). ``auto``
-takes ``keyframes`` for very long videos or when a full decode would exceed the per-video time
-budget, and otherwise the cheapest mode whose timing error stays within the sampler's tolerance
-(``runtime.sampling.timing_tolerance``). A skip mode that loses a frame it was expected to
-output is redone in ``full``.
+flags; H.264/HEVC NAL headers for references, ``runtime.decode.nal``), so the sampler chooses
+among those frames only, records the worst timing error against the requested sample times, and
+the descriptors keep the real frame times (Note [Real frame times in skip modes] in
+``runtime/sampling.py``). ``auto`` takes ``keyframes`` for very long videos or when a full decode
+would exceed the per-video time budget, and otherwise the cheapest mode whose timing error stays
+within the sampler's tolerance (``runtime.sampling.timing_tolerance``). A skip mode that loses a
+frame it was expected to output is redone in ``full``.
+
+With ``decode(..., layout=settings)`` the decode pass also keeps what the layout views need
+(``runtime/decode/layout_capture.py``) and the result has one row per (sample, view of its window).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from runtime.decode.base import DecodedVideo, DecodeError
+from runtime.decode.layout_capture import LayoutCapture, plane_view
+from runtime.decode.nal import NAL_PARSERS, nal_length_size
 from runtime.preprocess.config import PreprocessConfig
 from runtime.preprocess.cpu import preprocess_rgb, preprocess_yuv420p
+from runtime.preprocess.layout import LayoutSettings
 from runtime.records import VideoInfo
 from runtime.sampling import (
     FrameSelection,
@@ -179,6 +186,8 @@ class PyAVDecoder:
         long_video_seconds: ``auto`` decodes keyframes only from this duration on.
         time_budget_seconds: ``auto`` decodes keyframes only when a full decode is estimated to
             take longer than this (None = half of ``timeout_seconds``, or no budget).
+        layout_capture_bytes: with layout views, the most bytes of native planes kept per video;
+            a video beyond it gets its views from a second decode pass (``runtime.decode.layout_capture``).
     """
 
     name = "pyav"
@@ -191,6 +200,7 @@ class PyAVDecoder:
         max_time_error: float | None = None,
         long_video_seconds: float = 1800.0,
         time_budget_seconds: float | None = None,
+        layout_capture_bytes: int = 256 << 20,
     ) -> None:
         if mode not in DECODE_MODES:
             raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
@@ -202,6 +212,7 @@ class PyAVDecoder:
         self.max_time_error = max_time_error
         self.long_video_seconds = long_video_seconds
         self.time_budget_seconds = time_budget_seconds
+        self.layout_capture_bytes = layout_capture_bytes
 
     def probe(self, path: str | Path) -> VideoInfo:
         """Read stream facts (decodes only the first frame, for the rotation)."""
@@ -239,9 +250,9 @@ class PyAVDecoder:
         """Packet pts, key flags and reference flags (demux only); None when packets lack pts."""
         keys: list[int] = []
         keyframe: list[bool] = []
-        reference: list[bool] | None = [] if stream.codec_context.name in _NAL_PARSERS else None
-        parse = _NAL_PARSERS.get(stream.codec_context.name)
-        length_size = _nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
+        reference: list[bool] | None = [] if stream.codec_context.name in NAL_PARSERS else None
+        parse = NAL_PARSERS.get(stream.codec_context.name)
+        length_size = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
         for count, packet in enumerate(container.demux(stream)):
             if count % _DEADLINE_CHECK_EVERY == 0:
                 self._check_deadline(path, start)
@@ -276,19 +287,32 @@ class PyAVDecoder:
                 times.append(seconds)
         return _StreamIndex(keys, np.asarray(times, dtype=np.float64), None, None, index_keys=index_keys, frame_rate=rate)
 
-    def decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig) -> DecodedVideo:
+    def decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig,
+               layout: LayoutSettings | None = None) -> DecodedVideo:
         """Decode, sample and preprocess one video.
+
+        Args:
+            path: the video file.
+            policy: which frames to sample.
+            preprocess: the model input contract.
+            layout: also decide the video's layout views and return one row per (sample, view)
+                (Note [Layout rows] in ``runtime/decode/layout_capture.py``); None = whole frames.
+
+        Returns:
+            The model inputs; with ``layout``, ``views`` and ``windows`` (None for a plain video) and
+            ``layout`` are set.
 
         Raises:
             DecodeError: missing/empty/corrupt file, no video stream, no decodable frame, timeout.
         """
         start = time.perf_counter()
         try:
-            return self._decode(path, policy, preprocess, start)
+            return self._decode(path, policy, preprocess, start, layout)
         except av.FFmpegError as exc:
             raise DecodeError(f"{path}: decoding failed ({type(exc).__name__}: {exc})") from exc
 
-    def _decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig, start: float) -> DecodedVideo:
+    def _decode(self, path: str | Path, policy: SamplingPolicy, preprocess: PreprocessConfig, start: float,
+                layout: LayoutSettings | None) -> DecodedVideo:
         with _open(path) as container:
             stream = container.streams.video[0]
             duration = _stream_duration(container, stream)
@@ -301,12 +325,14 @@ class PyAVDecoder:
         if index.index_keys and index.frame_rate:
             duration = len(index.keys) / index.frame_rate  # no timestamps: the container's duration is a guess
         mode, selection, error = self._plan(index, policy, duration if duration > 0 else None, pixels)
-        images, info = self._decode_selected(path, index, selection, mode, preprocess, start)
+        capture = None if layout is None else LayoutCapture(layout, len(selection), self.layout_capture_bytes)
+        images, info = self._decode_selected(path, index, selection, mode, preprocess, start, capture)
         if mode != "full" and any(image is None for image in images):
             logger.debug("%s: decode mode %s lost frames it was expected to output; decoding again in full", path, mode)
             mode = "full"
             selection, error = select_decodable_frames(index.times, policy, duration if duration > 0 else None)
-            images, info = self._decode_selected(path, index, selection, mode, preprocess, start)
+            capture = None if layout is None else LayoutCapture(layout, len(selection), self.layout_capture_bytes)
+            images, info = self._decode_selected(path, index, selection, mode, preprocess, start, capture)
         if info is None:
             raise DecodeError(f"{path}: no frame could be decoded")
         kept = [k for k, image in enumerate(images) if image is not None]
@@ -314,15 +340,23 @@ class PyAVDecoder:
             raise DecodeError(f"{path}: none of the {len(selection)} sampled frames could be decoded")
         if len(kept) < len(images):
             logger.warning("%s: %d of %d sampled frames were not decoded (truncated or corrupt stream)", path, len(images) - len(kept), len(images))
-        batch = np.stack([images[k] for k in kept])
+        batch, intervals = np.stack([images[k] for k in kept]), selection.intervals[kept]
+        views = windows = record = None
+        if capture is not None:
+            batch, intervals, views, windows, record = capture.finish(
+                str(path), kept, info.width, info.height, batch, selection.intervals, preprocess,
+                second_pass=lambda cutter: self._decode_selected(path, index, selection, mode, preprocess, start, convert=cutter)[0])
         return DecodedVideo(
             info=info,
             images=batch,
-            intervals=selection.intervals[kept],
+            intervals=intervals,
             decode_seconds=time.perf_counter() - start,
             backend=self.name,
             decode_mode=mode,
             max_time_error=error,
+            views=views,
+            layout=record,
+            windows=windows,
         )
 
     def _plan(self, index: _StreamIndex, policy: SamplingPolicy, duration: float | None, pixels: int) -> tuple[str, FrameSelection, float]:
@@ -354,8 +388,20 @@ class PyAVDecoder:
         raise AssertionError("unreachable: the last auto candidate is always accepted")
 
     def _decode_selected(self, path: str | Path, index: _StreamIndex, selection: FrameSelection, mode: str,
-                         preprocess: PreprocessConfig, start: float) -> tuple[list[np.ndarray | None], VideoInfo | None]:
-        """The decode pass: preprocess the selected frames, matched by key (Note [Frame keys])."""
+                         preprocess: PreprocessConfig, start: float, capture: LayoutCapture | None = None,
+                         convert: Callable[[list[tuple[int, av.VideoFrame]], list[Any], int], None] | None = None,
+                         ) -> tuple[list[Any], VideoInfo | None]:
+        """The decode pass: preprocess the selected frames, matched by key (Note [Frame keys]).
+
+        ``capture`` also keeps the converted frames' planes; ``convert(pending, images, rotation)``
+        replaces the conversion (the layout views' second pass).
+        """
+        if convert is None:
+            def convert(pending: list[tuple[int, av.VideoFrame]], images: list[Any], rotation: int) -> None:
+                self._convert(pending, images, preprocess, rotation)
+                if capture is not None:
+                    capture.keep(pending, rotation)
+
         # Wanted frames by key; duplicate keys resolve to the first frame decoded.
         wanted: dict[int, int] = {}
         for k, i in enumerate(selection.indices):
@@ -388,11 +434,11 @@ class PyAVDecoder:
                     continue
                 pending.append((slot, frame))
                 if len(pending) >= _MAX_FRAMES_PER_BATCH:
-                    self._convert(pending, images, preprocess, rotation)
+                    convert(pending, images, rotation)
                     pending = []
                 if not wanted:
                     break
-            self._convert(pending, images, preprocess, rotation)
+            convert(pending, images, rotation)
         return images, info
 
     @staticmethod
@@ -408,7 +454,7 @@ class PyAVDecoder:
         groups: list[tuple[list[int], np.ndarray]] = []
         for shape in sorted({(f.height, f.width) for _, f in fast}):
             same = [(slot, f) for slot, f in fast if (f.height, f.width) == shape]
-            y, u, v = (np.stack([_plane(f, p) for _, f in same]) for p in range(3))
+            y, u, v = (np.stack([plane_view(f, p) for _, f in same]) for p in range(3))
             groups.append(([slot for slot, _ in same], preprocess_yuv420p(y, u, v, config)))
         for shape in sorted({(f.height, f.width) for _, f in slow}):
             same = [(slot, f) for slot, f in slow if (f.height, f.width) == shape]
@@ -421,57 +467,8 @@ class PyAVDecoder:
                 images[slot] = image
 
 
-def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
-    plane = frame.planes[index]
-    rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
-    return rows[:, : plane.width]
-
-
-
 def _frame_key(frame: av.VideoFrame, index: int, time_base: float, rate: float) -> tuple[int, float, bool]:
     """(key, seconds, keyed by index) of a decoded frame (Note [Frame keys])."""
     if frame.pts is not None:
         return int(frame.pts), frame.pts * time_base, False
     return index, index / rate, True
-
-
-def _nal_length_size(codec: str, extradata: bytes | None) -> int:
-    """NAL length-prefix size from avcC (H.264) / hvcC (HEVC) extradata; 0 = Annex B start codes."""
-    if not extradata or extradata[0] != 1:
-        return 0
-    if codec == "hevc":
-        return (extradata[21] & 3) + 1 if len(extradata) > 21 else 4
-    return (extradata[4] & 3) + 1 if len(extradata) > 4 else 4
-
-
-def _nal_headers(data: bytes, length_size: int) -> list[int]:
-    """First header byte(s) offsets of each NAL unit in a packet (length-prefixed or Annex B)."""
-    offsets = []
-    if length_size:
-        pos = 0
-        while pos + length_size < len(data):
-            size = int.from_bytes(data[pos : pos + length_size], "big")
-            offsets.append(pos + length_size)
-            pos += length_size + size
-        return offsets
-    pos = data.find(b"\x00\x00\x01")
-    while pos >= 0 and pos + 3 < len(data):
-        offsets.append(pos + 3)
-        pos = data.find(b"\x00\x00\x01", pos + 3)
-    return offsets
-
-
-def _h264_is_reference(data: bytes, length_size: int) -> bool:
-    """Whether a packet holds a reference picture (a VCL NAL with nal_ref_idc != 0); unknown -> True."""
-    vcl = [data[o] for o in _nal_headers(data, length_size) if data[o] & 0x1F in (1, 5)]
-    return not vcl or any(header & 0x60 for header in vcl)
-
-
-def _hevc_is_reference(data: bytes, length_size: int) -> bool:
-    """HEVC: sub-layer non-reference VCL types (TRAIL_N, TSA_N, ... RSV_VCL_N14) are the even types < 16."""
-    types = [(data[o] >> 1) & 0x3F for o in _nal_headers(data, length_size)]
-    vcl = [t for t in types if t < 32]
-    return not vcl or any(not (t < 16 and t % 2 == 0) for t in vcl)
-
-
-_NAL_PARSERS = {"h264": _h264_is_reference, "hevc": _hevc_is_reference}

@@ -102,7 +102,7 @@ class ExtractionStore:
         if isinstance(result, VideoFailure):
             self.results.record_failure(result)
         else:
-            self.results.save(result.descriptors, result.budget_duration)
+            self.results.save(result.descriptors, result.budget_duration, layout=result.layout)
 
     def failures(self, tasks: Sequence[VideoTask]) -> list[VideoFailure]:
         ids = {t.video_id for t in tasks}

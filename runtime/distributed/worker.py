@@ -21,10 +21,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Finished:
-    """A finished video: its descriptors and the duration its budget was computed from."""
+    """A finished video: its descriptors, the duration its budget was computed from and its layout decision (None = not analysed)."""
 
     descriptors: VideoDescriptors
     budget_duration: float
+    layout: dict | None = None
 
     @property
     def video_id(self) -> str:
@@ -91,7 +92,7 @@ class ExtractionWorker:
                 except (ValueError, ArithmeticError) as exc:  # one bad video must not stop the run
                     yield VideoFailure(result.video_id, result.info.path, "postprocess", type(exc).__name__, str(exc))
                 else:
-                    yield Finished(descriptors, budget_duration)
+                    yield Finished(descriptors, budget_duration, result.layout)
             else:
                 yield result
 

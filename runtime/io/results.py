@@ -2,7 +2,7 @@
 
 Layout under ``work_dir``: ``run.json`` (the fingerprint of the settings that produced the
 results), ``videos/<id>.npz`` (one finished video, written atomically, with the duration its
-budget was computed from) and ``errors/<id>.json`` (one failed video). A result is only trusted when the fingerprint
+budget was computed from and, with layout views, its layout decision as JSON) and ``errors/<id>.json`` (one failed video). A result is only trusted when the fingerprint
 matches, so changing the model or the settings starts afresh.
 """
 
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # Bumped whenever the per-video file layout changes: results of another layout are discarded.
 STORE_FORMAT = 2
 _BUDGET_DURATION_KEY = "budget_duration"
+_LAYOUT_KEY = "layout_json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
@@ -85,7 +86,7 @@ class ResultStore:
     def is_done(self, video_id: str) -> bool:
         return self._video_path(video_id).is_file()
 
-    def save(self, descriptors: VideoDescriptors, budget_duration: float | None = None) -> None:
+    def save(self, descriptors: VideoDescriptors, budget_duration: float | None = None, layout: dict[str, Any] | None = None) -> None:
         """Persist one finished video (atomic) and forget an earlier failure of it.
 
         Args:
@@ -93,10 +94,12 @@ class ResultStore:
             budget_duration: the duration (seconds) its descriptor budget was computed from:
                 the metadata's, or the decoded one for ids the metadata lacks. Stored so that a
                 resumed run can check the file-wide budget without decoding again.
+            layout: the video's layout decision (``VideoEmbeddings.layout``, JSON-able), None = not analysed.
         """
         arrays = descriptor_arrays([descriptors], dim=descriptors.dim)
         duration = np.float64(np.nan if budget_duration is None else budget_duration)
-        atomic_save_npz(self._video_path(descriptors.video_id), **arrays, **{_BUDGET_DURATION_KEY: duration})
+        extra = {} if layout is None else {_LAYOUT_KEY: np.array(json.dumps(layout, sort_keys=True))}
+        atomic_save_npz(self._video_path(descriptors.video_id), **arrays, **{_BUDGET_DURATION_KEY: duration}, **extra)
         self._error_path(descriptors.video_id).unlink(missing_ok=True)
 
     def budget_duration(self, video_id: str) -> float | None:
@@ -106,6 +109,11 @@ class ResultStore:
                 return None
             value = float(data[_BUDGET_DURATION_KEY])
         return None if math.isnan(value) else value
+
+    def layout(self, video_id: str) -> dict[str, Any] | None:
+        """A finished video's layout decision (None when it was not analysed)."""
+        with np.load(self._video_path(video_id), allow_pickle=False) as data:
+            return json.loads(str(data[_LAYOUT_KEY])) if _LAYOUT_KEY in data.files else None
 
     def load(self, video_id: str) -> VideoDescriptors:
         path = self._video_path(video_id)

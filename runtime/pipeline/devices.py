@@ -18,6 +18,8 @@ def build_host_pipeline(
     decode_workers: int = 1,
     batch_size: int = 32,
     overlap: bool = True,
+    layout: Any = None,
+    preselect: Any = None,
 ) -> Pipeline:
     """The scheduler with host operations: ``decoder`` sessions -> numpy batches -> ``backend``.
 
@@ -29,13 +31,18 @@ def build_host_pipeline(
         decode_workers: videos decoded concurrently.
         batch_size: images per inference call; batches mix frames of consecutive videos.
         overlap: False runs decode and inference one after another on the caller's thread.
+        layout: ``LayoutSettings``: also embed every sample's layout views (``decoder`` must take
+            ``decode(..., layout=)``: ``PyAVDecoder``); the results carry ``views`` and ``layout``.
+            None = whole frames only.
+        preselect: ``PreselectConfig``: embed only the samples worth it (``runtime.preprocess.preselect``);
+            the results carry ``sampled``. None = every sample.
 
     Returns:
         A ``Pipeline`` whose ``run`` yields results in input order.
     """
     ops = HostOps()
     return Pipeline(
-        session_factory=lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops),
+        session_factory=lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops, layout=layout, preselect=preselect),
         engine=BackendEngine(backend, max_batch=batch_size),
         ops=ops,
         image_shape=(3, preprocess.height, preprocess.width),
@@ -43,6 +50,37 @@ def build_host_pipeline(
         batch_size=batch_size,
         overlap=overlap,
     )
+
+
+def build_layout_host_pipeline(
+    backend: Any,
+    sampling: Any,
+    preprocess: Any,
+    settings: Any = None,
+    decode_workers: int = 1,
+    batch_size: int = 32,
+    decoder_options: dict[str, Any] | None = None,
+    overlap: bool = True,
+) -> Pipeline:
+    """The host pipeline (PyAV + C++ + ``backend``) with layout views (``build_host_pipeline(layout=...)``).
+
+    Args:
+        backend: an ``InferenceBackend``, activated here.
+        sampling: ``SamplingPolicy``.
+        preprocess: ``PreprocessConfig``.
+        settings: ``LayoutSettings`` (None = its defaults).
+        decode_workers, batch_size, overlap: as ``build_host_pipeline``.
+        decoder_options: ``PyAVDecoder`` keyword options (e.g. ``layout_capture_bytes``).
+
+    Returns:
+        A ``Pipeline`` whose ``run`` yields ``VideoEmbeddings`` with ``views`` (None for plain
+        videos) and ``layout`` (every analysed video's decision) set.
+    """
+    from runtime.decode.pyav import PyAVDecoder
+    from runtime.preprocess.layout import LayoutSettings
+
+    return build_host_pipeline(PyAVDecoder(**(decoder_options or {})), backend, sampling, preprocess, decode_workers=decode_workers,
+                               batch_size=batch_size, overlap=overlap, layout=settings if settings is not None else LayoutSettings())
 
 
 def build_gpu_pipeline(

@@ -23,6 +23,7 @@ from runtime.model_manifest import (
 from runtime.pipeline.devices import build_gpu_pipeline, build_host_pipeline
 from runtime.pipeline.scheduler import Pipeline
 from runtime.postprocess.budget import BudgetConfig
+from runtime.postprocess.layout_budget import LayoutPostprocessor
 from runtime.postprocess.postprocessor import Postprocessor
 from runtime.postprocess.projection import Projection
 from runtime.postprocess.score_normalization import (
@@ -32,6 +33,8 @@ from runtime.postprocess.score_normalization import (
     normalize_references,
 )
 from runtime.preprocess.config import PreprocessConfig
+from runtime.preprocess.layout import LayoutSettings
+from runtime.preprocess.preselect import PreselectConfig
 from runtime.records import VideoEmbeddings, VideoFailure, VideoTask
 from runtime.sampling import SamplingPolicy
 
@@ -49,6 +52,29 @@ DEVICE_PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "int8"), "gpu":
 PRECISION_MANIFESTS = {"int8": "manifest_int8.json"}
 DEFAULT_DECODE_WORKERS = {"cpu": 1, "gpu": 7}  # 7 NVDEC sessions saturate an H100-class decoder
 DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 256}
+_LAYOUT_GPU = "NVDEC has no layout capture yet"
+
+
+def _layout_window(text: str) -> int:
+    """``--layout-window``: an integer >= 0 (samples per layout window, 0 = the whole video)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (e.g. 16), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = the whole video), got {text!r}")
+    return value
+
+
+def _preselect_margin(text: str) -> float:
+    """``--preselect-margin``: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (e.g. 0.25), got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (e.g. 0.25), got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,9 @@ class ExtractorConfig:
     engine_cache_dir: Path | None = None
     cuda_device: int = 0
     score_normalization: bool = True
+    layout_views: bool = False
+    layout_window: int = LayoutSettings.window_samples
+    preselect_margin: float | None = None
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,10 +146,39 @@ class ExtractorConfig:
         group.add_argument("--cuda-device", type=int, default=d.cuda_device, help="CUDA device ordinal (default: %(default)s)")
         group.add_argument("--no-score-norm", dest="score_normalization", action="store_false",
                            help="do not add the score-normalisation dimension (noise set of training references)")
+        group.add_argument("--layout-views", action="store_true",
+                           help="find the copied picture inside the frame (uniform borders, stacks and grids, picture-in-picture, "
+                                "content turned by 90 degrees) and embed its parts as extra descriptors of the same timestamps, "
+                                "within the per-video budget; the decisions (one per time window: --layout-window) are recorded "
+                                f"per video. Apply it to queries and references alike. CPU path only ({_LAYOUT_GPU})")
+        group.add_argument("--layout-window", type=_layout_window, default=d.layout_window, metavar="N",
+                           help="with --layout-views, decide the views per window of N consecutive samples (a copy is often "
+                                "a segment of the video; Note [Layout windows] in runtime/preprocess/layout.py); "
+                                "0 = one decision per video (default: %(default)s)")
+        group.add_argument("--preselect-margin", type=_preselect_margin, default=d.preselect_margin, metavar="M",
+                           help="embed only the ceil(cap * (1 + M)) samples per video a pixel signature finds most novel, "
+                                "cap being the descriptor budget (Note [Pre-selection] in runtime/preprocess/preselect.py); "
+                                "CPU path, whole frames only (default: off, every sample is embedded)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExtractorConfig:
         return cls(**{k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)})
+
+    def layout(self) -> LayoutSettings | None:
+        """The layout-view settings (``--layout-views``), None when the option is off."""
+        return LayoutSettings(window_samples=self.layout_window) if self.layout_views else None
+
+    def layout_problem(self, device: str) -> str | None:
+        """Why ``--layout-views`` cannot run on ``device`` (``cpu``/``gpu``), None when it can or is off."""
+        if self.layout_views and device == "gpu":
+            return f"--layout-views runs on the CPU path only ({_LAYOUT_GPU}); use --device cpu"
+        return None
+
+    def preselect(self) -> PreselectConfig | None:
+        """The pre-selection settings (``--preselect-margin``), None when the option is off."""
+        if self.preselect_margin is None:
+            return None
+        return PreselectConfig(margin=self.preselect_margin, descriptors_per_second=self.descriptors_per_second)
 
     def resolve(self, device: str) -> ResolvedSettings:
         """The settings for ``device`` (``cpu`` or ``gpu``), or ValueError naming an option the device cannot honour."""
@@ -137,6 +195,10 @@ class ExtractorConfig:
             raise ValueError("--threads sets CPU inference threads; the GPU path runs inference on the GPU")
         if self.cuda_device != 0 and device == "cpu":
             raise ValueError(f"--cuda-device {self.cuda_device} needs the GPU path (--device gpu)")
+        if (problem := self.layout_problem(device)) is not None:
+            raise ValueError(problem)
+        if self.preselect_margin is not None and (device == "gpu" or self.layout_views):
+            raise ValueError("--preselect-margin runs on the CPU path with whole frames only (not with --device gpu or --layout-views)")
         decode_workers = self.decode_workers if self.decode_workers is not None else DEFAULT_DECODE_WORKERS[device]
         batch_size = self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZE[device]
         if decode_workers < 1 or batch_size < 1:
@@ -213,6 +275,9 @@ class Extractor:
             "device": self.device,
             "engine": None if self.settings is None else [self.settings.engine, self.settings.precision],
             "decode_mode": self.config.decode_mode,
+            # only with the option on, so that stores made without it stay valid
+            **({"layout": asdict(layout)} if (layout := self.config.layout()) is not None else {}),
+            **({"preselect": asdict(preselect)} if (preselect := self.config.preselect()) is not None else {}),
         }
 
     def describe(self) -> str:
@@ -221,7 +286,9 @@ class Extractor:
             f"decode_workers={self.settings.decode_workers} batch={self.settings.batch_size}"
         )
         return (f"device={self.device}{settings} model={self.manifest.name} dim={self.model_dim}->{self.output_dim} "
-                f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget} score_norm={self.normalization}")
+                f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget} score_norm={self.normalization} "
+                f"layout_views={self.config.layout_views}"
+                + (f" layout_window={self.config.layout_window}" if self.config.layout_views else ""))
 
 
 def preprocess_config(manifest: ModelManifest) -> PreprocessConfig:
@@ -235,9 +302,10 @@ def preprocess_config(manifest: ModelManifest) -> PreprocessConfig:
     )
 
 
-def load_postprocessor(manifest: ModelManifest, budget: BudgetConfig) -> Postprocessor:
+def load_postprocessor(manifest: ModelManifest, budget: BudgetConfig, layout_views: bool = False) -> Postprocessor:
+    """The shipped projection and ``budget``; with ``layout_views`` the budget is shared among each video's views."""
     projection = Projection.load(manifest.projection_path) if manifest.projection_path is not None else None
-    return Postprocessor(projection=projection, budget=budget)
+    return (LayoutPostprocessor if layout_views else Postprocessor)(projection=projection, budget=budget)
 
 
 def gpu_available(engine: str = "trt", device: int = 0) -> tuple[bool, str]:
@@ -257,6 +325,11 @@ def gpu_available(engine: str = "trt", device: int = 0) -> tuple[bool, str]:
 def choose_device(config: ExtractorConfig) -> str:
     """``cpu`` or ``gpu`` for ``config.device``; ``auto`` takes the GPU only when it is ready."""
     if config.device == "cpu":
+        return "cpu"
+    if config.layout_views:  # before probing the GPU: the answer does not depend on it
+        if (problem := config.layout_problem(config.device)) is not None:
+            raise ValueError(problem)
+        logger.info("--layout-views: using the CPU path (%s)", _LAYOUT_GPU)
         return "cpu"
     engine = "trt" if config.engine in ("auto", "ort") else config.engine
     ok, reason = gpu_available(engine, config.cuda_device)
@@ -311,6 +384,8 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
         replace(preprocess, num_threads=budget.resize_threads),
         decode_workers=settings.decode_workers,
         batch_size=settings.batch_size,
+        layout=config.layout(),
+        preselect=config.preselect(),
     )
 
 
@@ -331,7 +406,7 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
     manifest = load_manifest(config.model_dir, settings.precision)
     sampling = SamplingPolicy(fps=config.sample_fps)
     budget = BudgetConfig(config.descriptors_per_second, config.duplicate_similarity)
-    postprocessor = load_postprocessor(manifest, budget)
+    postprocessor = load_postprocessor(manifest, budget, config.layout_views)
     model_dim = manifest.output.dim
     postprocessor.output_dim(model_dim)  # fail early when the descriptors would exceed 512 dims
     pipeline = build_pipeline(manifest, config, settings, sampling)

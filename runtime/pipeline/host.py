@@ -10,6 +10,7 @@ import numpy as np
 
 from runtime.decode.base import FrameSink, VideoPlan
 from runtime.device.base import DeviceOps
+from runtime.preprocess.preselect import preselect as preselect_frames
 
 
 @dataclass
@@ -43,7 +44,7 @@ class BackendEngine:
 
 
 class HostDecodeSession:
-    """Any ``Decoder`` (e.g. ``PyAVDecoder``) as a decode session: decode, then upload each sample.
+    """Any ``Decoder`` (e.g. ``PyAVDecoder``) as a decode session: decode, then upload each row.
 
     Args:
         decoder: the decoder.
@@ -51,21 +52,40 @@ class HostDecodeSession:
         preprocess: preprocessing config.
         ops: the pipeline's device ops (host arrays or CUDA).
         stream: stream the uploads are enqueued on.
+        layout: ``LayoutSettings``: also embed each sample's layout views (a decoder with a ``layout``
+            option of ``decode``: ``PyAVDecoder``); every (sample, view) row is written and the plan
+            carries the rows' views, windows and the layout decisions. None = whole frames.
+        preselect: ``PreselectConfig``: embed only the samples ``preselect`` keeps (Note [Pre-selection] in
+            runtime/preprocess/preselect.py; whole frames only); the plan records how many were sampled. None = all.
     """
 
-    def __init__(self, decoder: Any, policy: Any, preprocess: Any, ops: DeviceOps, stream: Any = None) -> None:
+    def __init__(self, decoder: Any, policy: Any, preprocess: Any, ops: DeviceOps, stream: Any = None, layout: Any = None,
+                 preselect: Any = None) -> None:
+        if preselect is not None and layout is not None:
+            raise ValueError("pre-selection (--preselect-margin) applies to whole frames only, not with layout views")
         self.decoder = decoder
         self.name = decoder.name
         self.policy = policy
         self.preprocess = preprocess
         self.ops = ops
         self.stream = stream
+        self.layout = layout
+        self.preselect = preselect
 
     def decode_into(self, path: str, sink: FrameSink) -> None:
-        decoded = self.decoder.decode(path, self.policy, self.preprocess)
-        sink.start(VideoPlan(decoded.info, decoded.intervals, decoded.backend, decode_mode=decoded.decode_mode, max_time_error=decoded.max_time_error))
-        for k in range(decoded.images.shape[0]):
-            image = decoded.images[k]
+        if self.layout is None:
+            decoded = self.decoder.decode(path, self.policy, self.preprocess)
+        else:
+            decoded = self.decoder.decode(path, self.policy, self.preprocess, layout=self.layout)
+        images, intervals, sampled = decoded.images, decoded.intervals, None
+        if self.preselect is not None:
+            keep = preselect_frames(images, intervals, decoded.info.duration, self.preselect)
+            images, intervals, sampled = images[keep], intervals[keep], len(decoded.intervals)
+        sink.start(VideoPlan(decoded.info, intervals, decoded.backend, decode_mode=decoded.decode_mode,
+                             max_time_error=decoded.max_time_error, views=decoded.views, layout=decoded.layout, sampled=sampled,
+                             windows=decoded.windows))
+        for k in range(images.shape[0]):
+            image = images[k]
             sink.write(k, lambda buffer, slot, stream, image=image: self.ops.upload(image, buffer, slot, stream))
 
     def close(self) -> None:

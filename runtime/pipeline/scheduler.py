@@ -304,6 +304,10 @@ class Pipeline:
             notes=state.plan.notes,
             decode_mode=state.plan.decode_mode,
             max_time_error=state.plan.max_time_error,
+            views=None if state.plan.views is None else np.asarray(state.plan.views)[keep],
+            layout=state.plan.layout,
+            sampled=state.plan.sampled,
+            windows=None if state.plan.windows is None else np.asarray(state.plan.windows)[keep],
         )
 
     def _pop_ready(self) -> list[VideoEmbeddings | VideoFailure]:
@@ -504,6 +508,10 @@ class _Sink:
         if intervals.ndim != 2 or intervals.shape[1] != 2:
             raise ValueError(f"plan.intervals must be (K, 2), got {intervals.shape}")
         count = intervals.shape[0]
+        if plan.views is not None and np.shape(plan.views) != (count,):
+            raise ValueError(f"plan.views must have shape ({count},) (one view per row), got {np.shape(plan.views)}")
+        if plan.windows is not None and np.shape(plan.windows) != (count,):
+            raise ValueError(f"plan.windows must have shape ({count},) (one window per row), got {np.shape(plan.windows)}")
         with self._pipeline._lock:
             state = self._state
             state.generation += 1
