@@ -55,6 +55,8 @@ def extract(dataset: Path, extractor: Extractor, work_dir: Path, progress: bool)
         "query_descriptors": q_report.descriptors, "reference_descriptors": r_report.descriptors,
         "failures": [asdict(f) for f in q_report.failures + r_report.failures],
         "query_seconds_per_video_p50": float(np.median(q_report.per_video_seconds)) if q_report.per_video_seconds else None,
+        "frames_sampled": q_report.frames_sampled + r_report.frames_sampled,  # this run's (0 when all were cached)
+        "frames_inferred": q_report.frames_inferred + r_report.frames_inferred,
     }
     return queries, refs, facts
 
