@@ -77,7 +77,7 @@ SHIPPED = Variant("pca128 +score norm +2fps budgeted +dedup0.9", pca_dim=128, sc
 LAYOUT_EDITS = {"hstack", "vstack", "picture_in_picture", "pad", "rotate90"}
 SPLIT_EDITS = {"hstack", "vstack", "picture_in_picture"}
 RANK_EDITS = ("hstack", "vstack", "picture_in_picture", "rotate90", "pad")
-CACHE_VERSION = 2  # 2: the C++ analysis rejects static overlays and block lattices
+CACHE_VERSION = 3  # 2: the C++ analysis rejects static overlays and block lattices; 3: padding bars are cropped
 
 
 def decode_samples(path: Path, fps: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="cache (default DATASET/../.vcd-layout/NAME)")
     parser.add_argument("--ablation-dir", type=Path, default=None, help="the ablation's cache (default DATASET/../.vcd-ablation/NAME)")
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--pack", type=Path, default=None, help="training pack tar: adds rows with issue 10's pack PCA")
+    parser.add_argument("--pack-cache", type=Path, default=None, help="cache of the pack embeddings (.npz)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -398,6 +400,17 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows[-4:]:
             row["splits"], row["mistaken_splits"], row["mistaken_examples"] = split, wrong, examples[:20]
         print(f"window {size}: {split} windows split, {wrong} without a stack/PiP/pad under them: {examples[:10]}", flush=True)
+    if args.pack is not None:  # issue 10's training-pack PCA, with and without edit handling
+        from onnx_export.fit_postprocessing import DEFAULT_COPIES, pack_embeddings
+
+        pack = pack_embeddings(args.pack, manifest, DEFAULT_COPIES, seed=0, cache=args.pack_cache)
+        projection = fit_projection(Variant("pca-pack128", projection="pca-pack", pca_dim=128), train, pack, {})
+        noise_source = [VideoDescriptors("pack", np.zeros((len(pack["originals"]), 2), np.float32), projection.apply(pack["originals"]))]
+        rows.append(score("pca-pack128, no edit handling", baseline(base_q), baseline(base_r), noise_source, args.dataset, edits_by_pair))
+        for size in args.windows:
+            q = [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget) for k, v in sorted(lay_q.items())]
+            r = [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget) for k, v in sorted(lay_r.items())]
+            rows.append(score(f"pca-pack128, layout views, window {size}, parts replace the whole", q, r, noise_source, args.dataset, edits_by_pair))
     for row in rows:
         print(f"{row['variant']:<60} µAP {row['descriptor_uap']:.4f}  segment AP {row['segment_ap']:.4f}  "
               f"types {row['edit_types_recalled']}  " + " ".join(f"{e} {v['first']}/{v['pairs']}" for e, v in row["rank_first"].items()), flush=True)

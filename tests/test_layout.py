@@ -179,6 +179,29 @@ def test_pad_borders_are_cropped(params: dict) -> None:
     assert layout.grid_cols == layout.grid_rows == 1 and not layout.rotated
 
 
+@pytest.mark.parametrize("axis", ["top", "left"])
+def test_noisy_padding_bars_are_cropped_not_split(axis: str) -> None:
+    # Noise over the whole padded frame (the dataset's pad then noise) defeats the uniform-border
+    # test, and the bar edges come out as seams: the outer cells are bars (< 25 % of the frame), so
+    # the decision is a crop to the picture, not a grid of bar cells.
+    share = 0.2
+    params = {"top": 0.0, "bottom": 0.0, "left": 0.0, "right": 0.0, "color": [0, 0, 0], **({"top": share, "bottom": share} if axis == "top" else {"left": share, "right": share})}
+    luma = _edit("pad", params).astype(np.float64)
+    luma = np.clip(luma + np.random.default_rng(1).normal(0, 20, size=luma.shape), 0, 255).astype(np.uint8)
+    decision = analyze_video_layout(luma)
+    assert decision.kind in ("border", "plain") and len(decision.views) == 1, decision
+    if decision.kind == "border":  # the crop, when made, is the picture
+        x0, y0, x1, y1 = decision.views[0].rect
+        bar = share / (1 + 2 * share)
+        expected = (0, bar * H, W, (1 - bar) * H) if axis == "top" else (bar * W, 0, (1 - bar) * W, H)
+        assert _near((x0, y0, x1, y1), expected, 4), decision.views[0].rect
+
+
+def test_a_stacked_picture_is_not_taken_for_a_bar() -> None:
+    decision = analyze_video_layout(_edit("hstack", {"other_width": 0.5, "other_first": True}))
+    assert decision.kind == "grid" and len(decision.views) == 3, decision
+
+
 def test_rotation_with_padding_is_recognised() -> None:
     # rot90 of the landscape copy, shrunk to the frame height and pillarboxed into the landscape frame.
     width = round(H * H / W)

@@ -124,7 +124,7 @@ def test_views_are_embedded_per_frame_at_the_known_geometry_within_the_budget(vi
         video, whole = on[name], off[name]
         record = video.layout
         assert record["kind"] == kind, (name, record)
-        assert record["analysis_seconds"] >= 0 and not record["second_pass"] and record["window_samples"] == 16
+        assert record["analysis_seconds"] >= 0 and not record["second_pass"] and record["window_samples"] == LayoutSettings().window_samples
         (window,) = record["windows"]  # 12 samples: one window of 16
         assert window["kind"] == kind and window["samples"] == [0, FRAMES] and window["times"] == [0.0, 6.0]
         assert [v["kind"] for v in window["views"]] == kinds
@@ -302,7 +302,7 @@ def test_per_window_views_through_the_pipeline_stay_within_the_budget(mixed, ext
     config = ExtractorConfig(device="cpu", layout_views=True, layout_window=WINDOW, score_normalization=False)
     extractor = build_extractor(config)
     assert extractor.fingerprint()["layout"]["window_samples"] == WINDOW
-    assert extractors[True].fingerprint()["layout"]["window_samples"] == 16
+    assert extractors[True].fingerprint()["layout"]["window_samples"] == LayoutSettings().window_samples == 12
     (video,) = _run(extractor, {"mixed": mixed}, ["mixed"]).values()
     (whole,) = _run(extractors[False], {"mixed": mixed}, ["mixed"]).values()
     assert video.windows.tolist() == np.repeat(np.arange(32) // WINDOW, [1] * 16 + [3] * 16).tolist()

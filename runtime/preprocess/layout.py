@@ -20,8 +20,10 @@ plain again), so the decision is made per time window of ``LayoutSettings.window
 consecutive samples (``window_bounds``; 0 = one window for the whole video), each from the luma
 of its own samples only (at most ``max_analysis_frames`` of them, evenly spread). A window
 without a layout keeps its plain whole-frame rows; ``select_by_window`` shares the budget among
-the windows by their samples. On the full mini-VSC test build windows of 16 samples took µAP
-from 0.4675 to 0.5288 where one decision per video gave 0.4751 (``benchmarks/layout_eval.py``).
+the windows by their picture-seconds, and ``LayoutPostprocessor`` lets the parts of a split window
+replace its whole frame. The window length (12 samples, 6 s at 2 samples/s) was chosen on the
+mini-VSC dev build; one decision per video gains almost nothing there, as copies are segments
+(``benchmarks/layout_eval.py``, ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -54,16 +56,19 @@ class LayoutSettings:
         min_window_confidence: add the picture-in-picture window at or above this confidence.
         turned_views: add the content turned by +-90 degrees when its shape says it was rotated.
         min_view_side: views narrower or lower than this many pixels are not embedded.
+        max_bar_share: outer cells of a one-axis split thinner than this share of the content are
+            padding bars, not pictures: they are cropped (a single remaining cell becomes the content).
         analysis: keyword options of ``vcd_core.analyze_layout`` (None = its defaults).
     """
 
-    window_samples: int = 16
+    window_samples: int = 12  # chosen on the mini-VSC dev build (seed 1) among 8, 12, 16: benchmarks/RESULTS.md, issue 18
     max_analysis_frames: int = 48
     min_border_confidence: float = 0.6
     min_grid_confidence: float = 0.5
     min_window_confidence: float = 0.75
     turned_views: bool = True
     min_view_side: int = 32
+    max_bar_share: float = 0.25
     analysis: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -75,6 +80,8 @@ class LayoutSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.max_bar_share < 0.5:
+            raise ValueError(f"max_bar_share must be in [0, 0.5), got {self.max_bar_share}")
         if self.min_view_side < 1:
             raise ValueError(f"min_view_side must be >= 1, got {self.min_view_side}")
 
@@ -200,9 +207,18 @@ def decide_views(layout: Any, settings: LayoutSettings = LayoutSettings()) -> La
         return rect[2] - rect[0] >= settings.min_view_side and rect[3] - rect[1] >= settings.min_view_side
 
     cells = [cell.as_tuple() for cell in layout.cells]
-    if len(cells) >= 2 and layout.grid_confidence >= settings.min_grid_confidence and content == layout.content.as_tuple():
+    rows, cols = int(layout.grid_rows), int(layout.grid_cols)
+    if len(cells) >= 2 and layout.grid_confidence >= settings.min_grid_confidence and content == layout.content.as_tuple() and min(rows, cols) == 1:
+        cells, rows, cols = _without_bars(cells, rows, cols, content, settings.max_bar_share)
+        if len(cells) == 1:  # bars the border test missed (noisy or textured padding): a crop
+            content = cells[0]
+            views = [View("whole", content)]
+            kind = "border"
+            confidences["border"] = max(confidences["border"], float(layout.grid_confidence))
+            cells = []
+    if len(cells) >= 2 and layout.grid_confidence >= settings.min_grid_confidence and views[0].rect == layout.content.as_tuple():
         views += [View("cell", cell) for cell in cells if big_enough(cell)]
-        kind, grid = "grid", (int(layout.grid_rows), int(layout.grid_cols))
+        kind, grid = "grid", (rows, cols)
     elif layout.has_window and layout.window_confidence >= settings.min_window_confidence and big_enough(layout.window.as_tuple()):
         views.append(View("window", layout.window.as_tuple()))
         kind = "window"
@@ -210,6 +226,18 @@ def decide_views(layout: Any, settings: LayoutSettings = LayoutSettings()) -> La
         views += [View("turned", content, 1), View("turned", content, 3)]
         kind = "turned" if kind in ("plain", "border") else kind
     return LayoutDecision(kind, (width, height), tuple(views), confidences, grid, int(layout.usable_frames), float(layout.activity))
+
+
+def _without_bars(cells: list[Rect], rows: int, cols: int, content: Rect, max_share: float) -> tuple[list[Rect], int, int]:
+    """A one-axis split without its outer cells narrower than ``max_share`` of the content: padding
+    bars are 8-21 % of a padded frame, a stacked picture a third or more."""
+    axis = 0 if rows == 1 else 1  # 0: side by side (widths), 1: one above the other (heights)
+    extent = content[2 + axis] - content[axis]
+    kept = list(cells)
+    for end in (0, -1):
+        if len(kept) >= 2 and (kept[end][2 + axis] - kept[end][axis]) < max_share * extent:
+            kept.pop(end)
+    return kept, (1 if axis == 0 else len(kept)), (len(kept) if axis == 0 else 1)
 
 
 def _even_rect(rect: Rect, width: int, height: int) -> Rect:
