@@ -209,6 +209,36 @@ def _postprocess(projection, budget: BudgetConfig, video: VideoEmbeddings, durat
     return VideoDescriptors(video.video_id, video.intervals[keep].astype(np.float32), np.ascontiguousarray(features[keep]))
 
 
+def score_tracks(q: list[VideoDescriptors], r: list[VideoDescriptors], dataset: Path, noise_source: list[VideoDescriptors] | None = None,
+                 beta: float = 1.2, min_similarity: float | None = None):
+    """Both metrics and recall per edit type for one set of descriptors, as shipped.
+
+    Args:
+        q, r: query and reference descriptors (before score normalisation).
+        dataset: the build (ground truth CSVs, edits.csv).
+        noise_source: training descriptors of the noise set; None = no score normalisation.
+        beta: score normalisation weight.
+        min_similarity: localisation node threshold (None = the default for the score scale).
+
+    Returns:
+        (descriptor result, matching result, recall per edit type, normalised q, normalised r).
+    """
+    normalization = None
+    if noise_source is not None:
+        normalization = ScoreNormalization(beta=beta)
+        noise = fit_noise_set(noise_source)
+        q, r = normalize_queries(q, noise, normalization), normalize_references(r, normalization)
+    gt_pairs = read_descriptor_ground_truth(dataset / "descriptor_ground_truth.csv")
+    descriptor = evaluate_descriptor_track(q, r, gt_pairs)
+    matching_config = MatchingConfig.for_descriptors(normalization)
+    if min_similarity is not None:
+        matching_config = MatchingConfig(normalization, LocalizationConfig(min_similarity=min_similarity))
+    matches = find_matches(q, r, config=matching_config, already_normalized=True)
+    matching = evaluate_matching_track(matches, read_matching_ground_truth(dataset / "matching_ground_truth.csv"))
+    edits = edit_recall(dataset, descriptor.candidates, gt_pairs, PRECISION_FOR_EDIT_RECALL)
+    return descriptor, matching, edits, q, r
+
+
 def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, dataset: Path, durations: dict,
                 pack: dict | None = None, cache: dict | None = None) -> dict:
     start = time.perf_counter()
@@ -216,23 +246,13 @@ def run_variant(variant: Variant, queries: dict, refs: dict, train: dict, datase
     budget = BudgetConfig(duplicate_similarity=variant.duplicate_similarity)
     q = [_postprocess(projection, budget, subsample(v, variant.fps), durations.get(k)) for k, v in sorted(queries.items())]
     r = [_postprocess(projection, budget, subsample(v, variant.fps), durations.get(k)) for k, v in sorted(refs.items())]
-    normalization = None
+    noise_source = None
     if variant.score_norm:
-        normalization = ScoreNormalization(beta=variant.beta)
         if variant.projection == "pca-train" or pack is None:
             noise_source = [VideoDescriptors(v.video_id, v.intervals.astype(np.float32), projection.apply(v.embeddings)) for v in train.values()]
         else:  # the pack's images: the training data the projection was fitted on
             noise_source = [VideoDescriptors("pack", np.zeros((len(pack["originals"]), 2), np.float32), projection.apply(pack["originals"]))]
-        noise = fit_noise_set(noise_source)
-        q, r = normalize_queries(q, noise, normalization), normalize_references(r, normalization)
-    gt_pairs = read_descriptor_ground_truth(dataset / "descriptor_ground_truth.csv")
-    descriptor = evaluate_descriptor_track(q, r, gt_pairs)
-    matching_config = MatchingConfig.for_descriptors(normalization)
-    if variant.min_similarity is not None:
-        matching_config = MatchingConfig(normalization, LocalizationConfig(min_similarity=variant.min_similarity))
-    matches = find_matches(q, r, config=matching_config, already_normalized=True)
-    matching = evaluate_matching_track(matches, read_matching_ground_truth(dataset / "matching_ground_truth.csv"))
-    edits = edit_recall(dataset, descriptor.candidates, gt_pairs, PRECISION_FOR_EDIT_RECALL)
+    descriptor, matching, edits, q, r = score_tracks(q, r, dataset, noise_source, variant.beta, variant.min_similarity)
     return {
         "variant": variant.name,
         "settings": asdict(variant),

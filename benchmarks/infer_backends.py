@@ -346,13 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--models needs --videos DIR with *.mp4 files")
         report = run_models(args.models, videos, args.batch_sizes[0], args.rounds, args.min_seconds, args.warmup,
                             args.threads or 2)
-        text = json.dumps(report, indent=2)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(text + "\n")
-        print(text)
-        return 0
-    report = run(args.backends, args.batch_sizes, args.onnx, args.rounds, args.min_seconds, args.warmup, args.threads, args.input, not args.no_check)
+    else:
+        report = run(args.backends, args.batch_sizes, args.onnx, args.rounds, args.min_seconds, args.warmup, args.threads, args.input,
+                     not args.no_check)
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

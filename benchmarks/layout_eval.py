@@ -37,30 +37,20 @@ from benchmarks.ablation import (
     Variant,
     fit_projection,
     raw_embeddings,
+    score_tracks,
     subsample,
 )
-from benchmarks.evaluate import PRECISION_FOR_EDIT_RECALL, edit_recall
 from runtime.decode.pyav import _stream_duration
-from runtime.evaluation.descriptor_track import evaluate_descriptor_track
-from runtime.evaluation.matching_track import evaluate_matching_track
 from runtime.infer.ort import OnnxRuntimeBackend
 from runtime.io.dataset import video_tasks
 from runtime.io.descriptors import VideoDescriptors
 from runtime.io.ground_truth import (
     read_descriptor_ground_truth,
-    read_matching_ground_truth,
 )
-from runtime.matching.matcher import MatchingConfig, find_matches
 from runtime.model_manifest import ModelManifest, default_model_dir
 from runtime.pipeline.extractor import preprocess_config
 from runtime.postprocess.budget import BudgetConfig
 from runtime.postprocess.layout_budget import LayoutPostprocessor
-from runtime.postprocess.score_normalization import (
-    ScoreNormalization,
-    fit_noise_set,
-    normalize_queries,
-    normalize_references,
-)
 from runtime.preprocess.layout import (
     LayoutSettings,
     analyze_video_layout,
@@ -265,22 +255,15 @@ def true_ref_ranks(candidates, gt_pairs) -> dict[tuple[str, str], int]:
 
 def score(name: str, q: list[VideoDescriptors], r: list[VideoDescriptors], noise_source: list[VideoDescriptors], dataset: Path,
           edits_by_pair: dict) -> dict:
-    """The shipped scoring (score normalisation, both metrics, recall per edit, rank of the true reference)."""
-    normalization = ScoreNormalization(beta=SHIPPED.beta)
-    noise = fit_noise_set(noise_source)
-    q, r = normalize_queries(q, noise, normalization), normalize_references(r, normalization)
-    gt_pairs = read_descriptor_ground_truth(dataset / "descriptor_ground_truth.csv")
-    descriptor = evaluate_descriptor_track(q, r, gt_pairs)
-    matches = find_matches(q, r, config=MatchingConfig.for_descriptors(normalization), already_normalized=True)
-    matching = evaluate_matching_track(matches, read_matching_ground_truth(dataset / "matching_ground_truth.csv"))
-    ranks = true_ref_ranks(descriptor.candidates, gt_pairs)
+    """The shipped scoring (``benchmarks.ablation.score_tracks``) plus the rank of the true reference per edit type."""
+    descriptor, matching, edits, q, r = score_tracks(q, r, dataset, noise_source, SHIPPED.beta)
+    ranks = true_ref_ranks(descriptor.candidates, read_descriptor_ground_truth(dataset / "descriptor_ground_truth.csv"))
     rank_first = {}
     for edit in RANK_EDITS:
         pairs = [p for p, e in edits_by_pair.items() if edit in e]
         if pairs:
             rank_first[edit] = {"first": sum(ranks.get(p, 10**6) == 1 for p in pairs), "pairs": len(pairs),
                                 "ranks": sorted(ranks.get(p, 10**6) for p in pairs)}
-    edits = edit_recall(dataset, descriptor.candidates, gt_pairs, PRECISION_FOR_EDIT_RECALL)
     return {"variant": name, "descriptor_uap": round(descriptor.uap, 4), "segment_ap": round(matching.ap, 4),
             "query_descriptors": sum(len(v) for v in q), "reference_descriptors": sum(len(v) for v in r),
             "edit_recall_at_p90": edits, "edit_types_recalled": sum(1 for k, v in edits.items() if k != "none" and v["recall"] > 0),
