@@ -253,7 +253,7 @@ def true_ref_ranks(candidates, gt_pairs) -> dict[tuple[str, str], int]:
     return ranks
 
 
-def score(name: str, q: list[VideoDescriptors], r: list[VideoDescriptors], noise_source: list[VideoDescriptors], dataset: Path,
+def score(name: str, q: list[VideoDescriptors], r: list[VideoDescriptors], noise_source: list[VideoDescriptors] | None, dataset: Path,
           edits_by_pair: dict) -> dict:
     """The shipped scoring (``benchmarks.ablation.score_tracks``) plus the rank of the true reference per edit type."""
     descriptor, matching, edits, q, r = score_tracks(q, r, dataset, noise_source, SHIPPED.beta)
@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--pack", type=Path, default=None, help="training pack tar: adds rows with issue 10's pack PCA")
     parser.add_argument("--pack-cache", type=Path, default=None, help="cache of the pack embeddings (.npz)")
+    parser.add_argument("--pack-only", action="store_true", help="with --pack: only the baseline and the pack rows")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         return [_postprocess(projection, budget, subsample(v, 2.0), durations.get(k)) for k, v in sorted(videos.items())]
 
     rows = [score("no edit handling (shipped)", baseline(base_q), baseline(base_r), noise_source, args.dataset, edits_by_pair)]
-    for size in args.windows:
+    for size in ([] if args.pack_only else args.windows):
         def views(videos, whole=False, spread="even", size=size):
             return [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget, whole, spread)
                     for k, v in sorted(videos.items())]
@@ -390,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         projection = fit_projection(Variant("pca-pack128", projection="pca-pack", pca_dim=128), train, pack, {})
         noise_source = [VideoDescriptors("pack", np.zeros((len(pack["originals"]), 2), np.float32), projection.apply(pack["originals"]))]
         rows.append(score("pca-pack128, no edit handling", baseline(base_q), baseline(base_r), noise_source, args.dataset, edits_by_pair))
+        raw = fit_projection(Variant("raw GeM", projection="none"), train, pack, {})
+        rows.append(score("raw GeM (L2 only, no score normalisation), no edit handling",
+                          [_postprocess(raw, budget, v, durations.get(k)) for k, v in sorted(base_q.items())],
+                          [_postprocess(raw, budget, v, durations.get(k)) for k, v in sorted(base_r.items())], None, args.dataset, edits_by_pair))
         for size in args.windows:
             q = [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget) for k, v in sorted(lay_q.items())]
             r = [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget) for k, v in sorted(lay_r.items())]
