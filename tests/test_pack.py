@@ -173,12 +173,14 @@ def test_matching_submission_runs_like_the_container(full_run, sandbox):
     assert main(["pack", "--track", "matching", "--data-dir", str(full_data), "--descriptors-dir", str(full_out), "--output", str(zip_path)]) == 0
     names = zipfile.ZipFile(zip_path).namelist()
     assert "full_matches.csv" in names and "reference_descriptors.npz" in names and "query_descriptors.npz" not in names
-    ids = _subset_ids(full_data)
+    full = read_matches_csv(full_out / "submission" / "subset_matches.csv")
+    matched = sorted({m.query_id for m in full})
+    assert matched, "the full run must match some copied query"
+    ids = sorted({matched[0], _subset_ids(full_data)[1]})  # a query the full run matched, and an unrelated one
     _, out, done = _run_unpacked(zip_path, sandbox, _challenge_layout(full_data, sandbox / "data", ids))
     _check_console(done, out)
     subset = read_matches_csv(out / "submission" / "subset_matches.csv")
-    full = read_matches_csv(full_out / "submission" / "subset_matches.csv")
-    assert subset, "the copied query must be matched"
+    assert subset, "the subset run must match the query the full run matched"
     expected = [m for m in full if m.query_id in ids]  # per-query candidates: the subset changes nothing
     assert [(m.query_id, m.ref_id) for m in subset] == [(m.query_id, m.ref_id) for m in expected]
     for got, want in zip(subset, expected):

@@ -18,7 +18,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Projection:
-    """A linear projection ``y = (x - mean) @ matrix`` fitted on training references.
+    """A linear projection ``y = (x - mean) @ matrix`` fitted on training data only (the shipped one: the training pack).
 
     Attributes:
         mean: (D_in,) float32.

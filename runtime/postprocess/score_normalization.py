@@ -1,4 +1,4 @@
-"""CSLS-style score normalisation of descriptors against a noise set of training references.
+"""CSLS-style score normalisation of descriptors against a noise set of training data (never test data).
 
 Every query descriptor ``q`` gets a bias that measures how similar it is to "everything":
 
