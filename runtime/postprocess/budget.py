@@ -66,3 +66,12 @@ def select_samples(embeddings: np.ndarray, duration: float, config: BudgetConfig
             continue
         kept.append(int(i))
     return np.sort(np.asarray(kept, dtype=np.int64))
+
+
+def select_count(embeddings: np.ndarray, count: int, duplicate_similarity: float = 1.0) -> np.ndarray:
+    """``select_samples`` with an explicit number of samples instead of a duration: at most
+    ``count`` (time-ordered) indices, by content change with near-duplicate pruning."""
+    if count <= 0 or len(embeddings) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    # At one descriptor per second, a duration of ``count`` seconds allows exactly ``count`` samples.
+    return select_samples(embeddings, float(count), BudgetConfig(1.0, duplicate_similarity))

@@ -14,18 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.io.descriptors import VideoDescriptors
-from runtime.postprocess.budget import BudgetConfig, select_samples
+from runtime.postprocess.budget import BudgetConfig, select_count
 from runtime.postprocess.postprocessor import Postprocessor
 from runtime.postprocess.projection import l2_normalize
 from runtime.records import VideoEmbeddings
-
-
-def _select_at_most(features: np.ndarray, count: int, config: BudgetConfig) -> np.ndarray:
-    """``select_samples`` with an explicit cap: at one descriptor per second, a duration of
-    ``count`` seconds has the cap ``count``."""
-    if count <= 0 or len(features) == 0:
-        return np.zeros((0,), dtype=np.int64)
-    return select_samples(features, float(count), BudgetConfig(1.0, config.duplicate_similarity))
 
 
 def select_by_view(features: np.ndarray, views: np.ndarray, duration: float, config: BudgetConfig) -> np.ndarray:
@@ -43,25 +35,10 @@ def select_by_view(features: np.ndarray, views: np.ndarray, duration: float, con
     views = np.asarray(views)
     if views.shape != (len(features),):
         raise ValueError(f"views must have shape ({len(features)},), got {views.shape}")
-    cap = config.cap(duration)
-    labels = np.unique(views)
-    rows = {int(label): np.flatnonzero(views == label) for label in labels}
-    quota = {int(label): cap // len(labels) + (1 if i < cap % len(labels) else 0) for i, label in enumerate(labels)}
-    kept: dict[int, np.ndarray] = {}
-    for _ in range(len(labels) + 1):  # each round either fills the cap or retires a view
-        kept = {label: members[_select_at_most(features[members], quota[label], config)] for label, members in rows.items()}
-        spare = cap - sum(len(k) for k in kept.values())
-        hungry = [label for label in rows if len(kept[label]) == quota[label] < len(rows[label])]
-        if spare <= 0 or not hungry:
-            break
-        for label in rows:  # a view that could not fill its quota keeps what it found
-            quota[label] = len(kept[label])
-        for i, label in enumerate(hungry):
-            quota[label] += spare // len(hungry) + (1 if i < spare % len(hungry) else 0)
-    keep = np.sort(np.concatenate([kept[label] for label in rows])) if kept else np.zeros((0,), dtype=np.int64)
-    if len(keep) > cap:
-        raise AssertionError(f"budget bug: kept {len(keep)} rows for a cap of {cap}")
-    return keep
+    labels = [int(label) for label in np.unique(views)]
+    rows = {label: np.flatnonzero(views == label) for label in labels}
+    return _fill_cap(config.cap(duration), rows, np.ones(len(labels)),
+                     lambda label, count: rows[label][select_count(features[rows[label]], count, config.duplicate_similarity)])
 
 
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
@@ -74,6 +51,32 @@ def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
     order = np.argsort(-(exact - shares), kind="stable")
     shares[order[: total - int(shares.sum())]] += 1
     return shares
+
+
+def _fill_cap(cap: int, members: dict[int, np.ndarray], weights: np.ndarray, pick) -> np.ndarray:
+    """Rows kept when ``cap`` is shared among groups of rows in proportion to ``weights``.
+
+    ``pick(group, count)`` returns at most ``count`` of the group's rows. Slots a group cannot use
+    (``pick`` returned fewer than its quota) go evenly to the groups that filled theirs and have rows
+    left; each round either fills the cap or retires a group.
+    """
+    groups = list(members)
+    quota = dict(zip(groups, _largest_remainder(cap, weights).tolist()))
+    kept: dict[int, np.ndarray] = {}
+    for _ in range(len(groups) + 1):
+        kept = {g: pick(g, quota[g]) for g in groups}
+        spare = cap - sum(len(k) for k in kept.values())
+        hungry = [g for g in groups if len(kept[g]) == quota[g] < len(members[g])]
+        if spare <= 0 or not hungry:
+            break
+        for g in groups:  # a group that could not fill its quota keeps what it found
+            quota[g] = len(kept[g])
+        for g, extra in zip(hungry, _largest_remainder(spare, np.ones(len(hungry))).tolist()):
+            quota[g] += extra
+    keep = np.sort(np.concatenate([kept[g] for g in groups])) if kept else np.zeros((0,), dtype=np.int64)
+    if len(keep) > cap:
+        raise AssertionError(f"budget bug: kept {len(keep)} rows for a cap of {cap}")
+    return keep
 
 
 def _evenly(rows: np.ndarray, count: int) -> np.ndarray:
@@ -124,33 +127,17 @@ def select_by_window(features: np.ndarray, windows: np.ndarray, views: np.ndarra
     group_of = np.where(np.isin(windows, list(split)), windows + 1, 0)  # 0 = the plain group
     groups = [int(g) for g in np.unique(group_of)]
     members = {g: np.flatnonzero(group_of == g) for g in groups}
-    quota = dict(zip(groups, _largest_remainder(cap, np.array([_picture_samples(views[members[g]]) for g in groups])).tolist()))
-
     def pick(group: int, count: int) -> np.ndarray:
         rows = members[group]
         if group == 0:
-            return rows[_select_at_most(features[rows], count, config)]
+            return rows[select_count(features[rows], count, config.duplicate_similarity)]
         if spread == "even":
             labels = np.unique(views[rows])
             shares = _largest_remainder(min(count, len(rows)), np.array([np.count_nonzero(views[rows] == v) for v in labels]))
             return np.sort(np.concatenate([_evenly(rows[views[rows] == v], n) for v, n in zip(labels, shares)]))
         return rows[select_by_view(features[rows], views[rows], float(count), BudgetConfig(1.0, config.duplicate_similarity))]
 
-    kept: dict[int, np.ndarray] = {}
-    for _ in range(len(groups) + 1):  # each round either fills the cap or retires a group
-        kept = {g: pick(g, quota[g]) for g in groups}
-        spare = cap - sum(len(k) for k in kept.values())
-        hungry = [g for g in groups if len(kept[g]) == quota[g] < len(members[g])]
-        if spare <= 0 or not hungry:
-            break
-        for g in groups:
-            quota[g] = len(kept[g])
-        for g, extra in zip(hungry, _largest_remainder(spare, np.ones(len(hungry))).tolist()):
-            quota[g] += extra
-    keep = np.sort(np.concatenate([kept[g] for g in groups])) if kept else np.zeros((0,), dtype=np.int64)
-    if len(keep) > cap:
-        raise AssertionError(f"budget bug: kept {len(keep)} rows for a cap of {cap}")
-    return keep
+    return _fill_cap(cap, members, np.array([_picture_samples(views[members[g]]) for g in groups]), pick)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.postprocess.budget import BudgetConfig, select_samples
+from runtime.postprocess.budget import BudgetConfig, select_count
 
 SIGNATURE_KINDS = ("rgb", "luma")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601 weights on the RGB model input
@@ -133,6 +133,4 @@ def preselect(images: np.ndarray, intervals: np.ndarray, duration: float, config
     limit = max(1, config.limit(duration))  # a frame to embed even when the duration says 0
     if count <= limit:
         return np.arange(count, dtype=np.int64)
-    # select_samples with an explicit cap: at one descriptor per second, a duration of `limit`
-    # seconds allows exactly `limit` samples (as runtime.postprocess.layout_budget does).
-    return select_samples(signatures(images, config), float(limit), BudgetConfig(1.0, config.duplicate_similarity))
+    return select_count(signatures(images, config), limit, config.duplicate_similarity)
