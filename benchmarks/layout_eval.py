@@ -42,6 +42,7 @@ from benchmarks.ablation import (
     score_tracks,
     subsample,
 )
+from runtime.decode.layout_capture import plane_view
 from runtime.decode.pyav import _stream_duration
 from runtime.infer.ort import OnnxRuntimeBackend
 from runtime.io.dataset import video_tasks
@@ -92,9 +93,7 @@ def decode_samples(path: Path, fps: float = 2.0) -> tuple[np.ndarray, np.ndarray
                 continue
             if frame.format.name != "yuv420p":
                 frame = frame.reformat(format="yuv420p")
-            planes[k] = tuple(np.frombuffer(frame.planes[p], np.uint8).reshape(-1, frame.planes[p].line_size)[
-                : (frame.height if p == 0 else (frame.height + 1) // 2), : (frame.width if p == 0 else (frame.width + 1) // 2)].copy()
-                for p in range(3))
+            planes[k] = tuple(np.array(plane_view(frame, p)) for p in range(3))
     kept = sorted(planes)
     y, u, v = (np.stack([planes[k][p] for k in kept]) for p in range(3))
     return selection.intervals[kept], y, u, v

@@ -14,6 +14,8 @@ namespace {
 // every parallel line kLatticeNear..kLatticeFar pixels away on one of its sides by kProminence.
 constexpr int32_t kLatticeNear = 5, kLatticeFar = 20;
 constexpr double kProminence = 0.2;
+// A window's inside, for its change over time: this many pixels inside its sides (off the edge steps).
+constexpr int32_t kWindowInset = 3;
 
 
 std::string shape_string(const std::vector<int64_t>& shape) {
@@ -580,27 +582,21 @@ VideoLayout analyze_layout(const uint8_t* frames, const std::vector<int64_t>& sh
           const double needed_support = corner ? std::max(options.window_support, 0.85) : options.window_support;
           const Rect r{left, top, right, bottom};
           if (r.area() < 0.04 * static_cast<double>(content_area) || r.area() > 0.85 * static_cast<double>(content_area)) continue;
+          // The real sides, each with its persistent support (computed once per candidate).
+          const struct {
+            const LineSupport& lines;
+            int32_t line, begin, end;
+            bool real;
+          } sides[4] = {{vertical, left, top, bottom, left_real}, {vertical, right, top, bottom, right_real},
+                        {horizontal, top, left, right, top_real}, {horizontal, bottom, left, right, bottom_real}};
+          double support[4] = {0, 0, 0, 0};
           double total = 0;
           bool ok = true;
-          if (left_real) {
-            const double s = vertical.support(left, top, bottom);
-            ok = ok && s >= needed_support;
-            total += s;
-          }
-          if (ok && right_real) {
-            const double s = vertical.support(right, top, bottom);
-            ok = ok && s >= needed_support;
-            total += s;
-          }
-          if (ok && top_real) {
-            const double s = horizontal.support(top, left, right);
-            ok = ok && s >= needed_support;
-            total += s;
-          }
-          if (ok && bottom_real) {
-            const double s = horizontal.support(bottom, left, right);
-            ok = ok && s >= needed_support;
-            total += s;
+          for (int i = 0; i < 4 && ok; ++i) {
+            if (!sides[i].real) continue;
+            support[i] = sides[i].lines.support(sides[i].line, sides[i].begin, sides[i].end);
+            ok = support[i] >= needed_support;
+            total += support[i];
           }
           const double score = total / 4.0;
           if (!ok || score <= best_score) continue;
@@ -614,8 +610,9 @@ VideoLayout analyze_layout(const uint8_t* frames, const std::vector<int64_t>& sh
           if (!moving) continue;
           // The window's content must change (a static box, logo or sticker is an overlay), and
           // each real side must stand out from its parallel lines (not a block lattice).
-          const int32_t inset = 3;
-          if (change.mean({left + inset, top + inset, right - inset, bottom - inset}) < options.min_activity) continue;
+          if (change.mean({left + kWindowInset, top + kWindowInset, right - kWindowInset, bottom - kWindowInset}) < options.min_activity) {
+            continue;
+          }
           auto prominent = [&](const LineSupport& lines, int32_t line, int32_t begin, int32_t end, double s) {
             double before = 0, after = 0;  // one side suffices (a pixelised picture inside a plain one)
             for (int32_t d = kLatticeNear; d <= kLatticeFar; ++d) {
@@ -625,10 +622,9 @@ VideoLayout analyze_layout(const uint8_t* frames, const std::vector<int64_t>& sh
             return s - std::min(before, after) >= kProminence;
           };
           bool standing = true;
-          if (left_real) standing = standing && prominent(vertical, left, top, bottom, vertical.support(left, top, bottom));
-          if (right_real) standing = standing && prominent(vertical, right, top, bottom, vertical.support(right, top, bottom));
-          if (top_real) standing = standing && prominent(horizontal, top, left, right, horizontal.support(top, left, right));
-          if (bottom_real) standing = standing && prominent(horizontal, bottom, left, right, horizontal.support(bottom, left, right));
+          for (int i = 0; i < 4 && standing; ++i) {
+            if (sides[i].real) standing = prominent(sides[i].lines, sides[i].line, sides[i].begin, sides[i].end, support[i]);
+          }
           if (!standing) continue;
           best_score = score;
           best = r;
@@ -639,8 +635,7 @@ VideoLayout analyze_layout(const uint8_t* frames, const std::vector<int64_t>& sh
   if (best_score > 0) {
     // The inside must change between most consecutive frames, not on average: an overlay that
     // is static during part of the frames (while the rest of them change everywhere) is not a window.
-    const int32_t inset = 3;
-    const Rect inner{best.x0 + inset, best.y0 + inset, best.x1 - inset, best.y1 - inset};
+    const Rect inner{best.x0 + kWindowInset, best.y0 + kWindowInset, best.x1 - kWindowInset, best.y1 - kWindowInset};
     std::vector<double> pair_change;
     const uint8_t* before = nullptr;
     for (int64_t f = 0; f < n; ++f) {
