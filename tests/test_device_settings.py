@@ -21,8 +21,22 @@ def _config(*argv: str) -> ExtractorConfig:
 
 def test_defaults_per_device() -> None:
     cpu, gpu = _config().resolve("cpu"), _config().resolve("gpu")
-    assert (cpu.engine, cpu.precision, cpu.decode_workers, cpu.batch_size) == ("ort", "fp32", 1, 32)
+    # the shipped model directory has the int8 model (model_assets/manifest_int8.json): the CPU default
+    assert (cpu.engine, cpu.precision, cpu.decode_workers, cpu.batch_size) == ("ort", "int8", 1, 32)
     assert (gpu.engine, gpu.precision, gpu.decode_workers, gpu.batch_size) == ("trt", "fp16", 7, 256)
+
+
+def test_auto_precision_on_the_cpu_falls_back_to_fp32(tmp_path) -> None:
+    import shutil
+
+    from runtime.model_manifest import default_model_dir
+
+    assert (default_model_dir() / "manifest_int8.json").is_file()
+    assert _config("--engine", "torch").resolve("cpu").precision == "fp32"  # PyTorch runs the fp32 graph only
+    for name in ("manifest.json", "efficientnet_lite0_gem.onnx"):
+        shutil.copy(default_model_dir() / name, tmp_path / name)
+    assert _config("--model-dir", str(tmp_path)).resolve("cpu").precision == "fp32"  # no int8 model there
+    assert _config("--precision", "fp32").resolve("cpu").precision == "fp32"
 
 
 def test_int8_and_decode_mode_on_the_cpu() -> None:

@@ -140,7 +140,8 @@ class ExtractorConfig:
                            help="inference engine: ort or torch on the CPU, trt or torch on the GPU (default auto: ort / trt)")
         group.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"], default=d.precision,
                            help="inference precision: fp16 or fp32 on the GPU, fp32 or int8 (the quantised model) on the CPU "
-                                "(default auto: fp16 on the GPU, fp32 on the CPU)")
+                                "(default auto: fp16 on the GPU; int8 on the CPU with ONNX Runtime when the model directory has "
+                                "manifest_int8.json, else fp32)")
         group.add_argument("--engine-cache-dir", type=Path, default=None,
                            help="TensorRT engine and timing cache directory (default: ~/.cache/vcd-runtime/trt)")
         group.add_argument("--cuda-device", type=int, default=d.cuda_device, help="CUDA device ordinal (default: %(default)s)")
@@ -180,13 +181,21 @@ class ExtractorConfig:
             return None
         return PreselectConfig(margin=self.preselect_margin, descriptors_per_second=self.descriptors_per_second)
 
+    def auto_precision(self, device: str, engine: str) -> str:
+        """``--precision auto``: fp16 on the GPU; on the CPU the int8 model where ONNX Runtime runs it and the
+        model directory has one (within the accuracy bar and ~2x faster: benchmarks/RESULTS.md, issue 13), else fp32."""
+        if device == "cpu":
+            int8_manifest = Path(self.model_dir or default_model_dir()) / PRECISION_MANIFESTS["int8"]
+            return "int8" if engine == "ort" and int8_manifest.is_file() else "fp32"
+        return DEVICE_PRECISIONS[device][0]
+
     def resolve(self, device: str) -> ResolvedSettings:
         """The settings for ``device`` (``cpu`` or ``gpu``), or ValueError naming an option the device cannot honour."""
         engines, precisions = DEVICE_ENGINES[device], DEVICE_PRECISIONS[device]
         engine = engines[0] if self.engine == "auto" else self.engine
         if engine not in engines:
             raise ValueError(f"--engine {engine} does not run on the {device} path; choose one of {list(engines)}")
-        precision = precisions[0] if self.precision == "auto" else self.precision
+        precision = self.auto_precision(device, engine) if self.precision == "auto" else self.precision
         if precision not in precisions:
             raise ValueError(f"--precision {precision} is not available on the {device} path; choose one of {list(precisions)}")
         if self.engine_cache_dir is not None and engine != "trt":
