@@ -27,6 +27,18 @@ SSCD_SIZE = 288  # SSCD's evaluation resize (short side 288); squashed here like
 PDQ_SIZE = 256
 
 
+def cpu_session(model_path: Path, owner: str):
+    """An ONNX Runtime CPU session for a comparison or candidate model (one inter-op thread, no spinning)."""
+    import onnxruntime as ort
+
+    if not Path(model_path).is_file():
+        raise BackendError(f"{owner}: model file not found: {model_path}")
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class SscdBackend(InferenceBackend):
     """SSCD ONNX (uint8 NHWC input of any size) behind the runtime's NCHW backend interface."""
 
@@ -52,14 +64,7 @@ class SscdBackend(InferenceBackend):
         return self.batch_size
 
     def activate_impl(self) -> None:
-        import onnxruntime as ort
-
-        if not self.model_path.is_file():
-            raise BackendError(f"{self.name}: model file not found: {self.model_path}")
-        options = ort.SessionOptions()
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(self.model_path, self.name)
         (inp,) = self._session.get_inputs()
         if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or inp.shape[-1] != 3:
             raise BackendError(f"{self.name}: expected a uint8 (N, H, W, 3) input, got {inp.type} {inp.shape}")

@@ -39,7 +39,8 @@ from benchmarks.ablation import (
     run_variant,
     score_tracks,
 )
-from runtime.infer.base import BackendError, InferenceBackend
+from benchmarks.baselines import cpu_session
+from runtime.infer.base import InferenceBackend
 from runtime.io.dataset import video_tasks
 from runtime.io.descriptors import VideoDescriptors
 from runtime.model_manifest import ModelManifest, default_model_dir
@@ -123,14 +124,7 @@ class PooledFeatureBackend(InferenceBackend):
         return self.batch_size
 
     def activate_impl(self) -> None:
-        import onnxruntime as ort
-
-        if not self.onnx_path.is_file():
-            raise BackendError(f"{self.name}: model file not found: {self.onnx_path}")
-        options = ort.SessionOptions()
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(self.onnx_path, self.name)
         self._input_name = self._session.get_inputs()[0].name
 
     def _pooled(self, images: np.ndarray) -> dict[str, np.ndarray]:
