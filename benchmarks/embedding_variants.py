@@ -45,7 +45,7 @@ from runtime.io.dataset import video_tasks
 from runtime.io.descriptors import VideoDescriptors
 from runtime.model_manifest import ModelManifest, default_model_dir
 from runtime.postprocess.budget import BudgetConfig, select_count
-from runtime.postprocess.projection import Projection
+from runtime.postprocess.projection import Projection, l2_normalize
 from runtime.preprocess.config import PreprocessConfig
 from runtime.preprocess.cpu import preprocess_rgb
 from runtime.records import VideoEmbeddings
@@ -56,6 +56,8 @@ ARCHITECTURES = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1", "
 GEM_P = 3.0
 GEM_EPS = 1e-6
 RMAC_LEVELS = 3
+BLOCKS = ("gem", "rmac")
+MIRRORED_BLOCKS = (*BLOCKS, "gem_flip", "rmac_flip")
 STORE_VERSION = 1
 
 # The post-processing every candidate is scored with: the shipped default and L2 only.
@@ -79,18 +81,14 @@ def rmac_regions(height: int, width: int, levels: int = RMAC_LEVELS) -> list[tup
     return regions
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def pool_feature_maps(maps: np.ndarray, p: float = GEM_P) -> dict[str, np.ndarray]:
     """GeM and R-MAC-region GeM of (N, C, h, w) feature maps, each (N, C) and L2-normalised."""
     powered = np.power(np.maximum(maps, GEM_EPS), p, dtype=np.float32)
     gem = powered.mean(axis=(2, 3)) ** (1.0 / p)
     rmac = np.zeros_like(gem)
     for top, left, height, width in rmac_regions(maps.shape[2], maps.shape[3]):
-        rmac += _l2(powered[:, :, top:top + height, left:left + width].mean(axis=(2, 3)) ** (1.0 / p))
-    return {"gem": _l2(gem), "rmac": _l2(rmac)}
+        rmac += l2_normalize(powered[:, :, top:top + height, left:left + width].mean(axis=(2, 3)) ** (1.0 / p))
+    return {"gem": l2_normalize(gem), "rmac": l2_normalize(rmac)}
 
 
 class PooledFeatureBackend(InferenceBackend):
@@ -108,7 +106,7 @@ class PooledFeatureBackend(InferenceBackend):
         self.channels = channels
         self.flip = flip
         self.batch_size = batch_size
-        self.blocks = ("gem", "rmac", "gem_flip", "rmac_flip") if flip else ("gem", "rmac")
+        self.blocks = MIRRORED_BLOCKS if flip else BLOCKS
         self._session = None
 
     @property
@@ -236,7 +234,7 @@ CANDIDATES: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
 
 def combine(parts: list[np.ndarray]) -> np.ndarray:
     """Concatenation of unit-norm parts, scaled to unit norm (equal weight per backbone)."""
-    return np.concatenate([_l2(p) for p in parts], axis=1) / np.sqrt(len(parts))
+    return np.concatenate([l2_normalize(p) for p in parts], axis=1) / np.sqrt(len(parts))
 
 
 def candidate_features(candidate, stored: dict[str, np.ndarray], blocks: dict[str, tuple[str, ...]]) -> np.ndarray:
@@ -263,9 +261,8 @@ def mirror_view_descriptors(video: VideoEmbeddings, projection, budget, duration
     The originals and the mirrors are each selected inside their part of the per-video budget by
     ``select_count`` (content change, near-duplicate pruning); a mirror keeps its frame's interval.
     """
-    blocks = ("gem", "rmac", "gem_flip", "rmac_flip")
-    original = projection.apply(_block(video.embeddings, blocks, "gem"))
-    mirrored = projection.apply(_block(video.embeddings, blocks, "gem_flip"))
+    original = projection.apply(_block(video.embeddings, MIRRORED_BLOCKS, "gem"))
+    mirrored = projection.apply(_block(video.embeddings, MIRRORED_BLOCKS, "gem_flip"))
     cap = budget.cap(duration)
     mirrors = round(cap * share)
     keep_o = select_count(original, cap - mirrors, budget.duplicate_similarity)
@@ -278,15 +275,13 @@ def mirror_view_descriptors(video: VideoEmbeddings, projection, budget, duration
 
 def run_mirror_views(share: float, queries: dict, refs: dict, pack: np.ndarray, dataset: Path, durations: dict) -> dict:
     """The shipped post-processing, with mirrored query frames as extra descriptors (references unchanged)."""
-    projection = Projection.fit(_block(pack, ("gem", "rmac", "gem_flip", "rmac_flip"), "gem"), dim=SHIPPED.pca_dim,
-                                whiten=True, source="embedding_variants")
+    pack_gem = _block(pack, MIRRORED_BLOCKS, "gem")
+    projection = Projection.fit(pack_gem, dim=SHIPPED.pca_dim, whiten=True, source="embedding_variants")
     budget = BudgetConfig(duplicate_similarity=SHIPPED.duplicate_similarity)
     q = [mirror_view_descriptors(v, projection, budget, durations[k], share) for k, v in sorted(queries.items())]
-    gem_refs = {k: VideoEmbeddings(k, v.intervals, _block(v.embeddings, ("gem", "rmac", "gem_flip", "rmac_flip"), "gem"), v.info)
-                for k, v in refs.items()}
+    gem_refs = {k: VideoEmbeddings(k, v.intervals, _block(v.embeddings, MIRRORED_BLOCKS, "gem"), v.info) for k, v in refs.items()}
     r = [_postprocess(projection, budget, v, durations.get(k)) for k, v in sorted(gem_refs.items())]
-    noise = [VideoDescriptors("pack", np.zeros((len(pack), 2), np.float32),
-                              projection.apply(_block(pack, ("gem", "rmac", "gem_flip", "rmac_flip"), "gem")))]
+    noise = [VideoDescriptors("pack", np.zeros((len(pack), 2), np.float32), projection.apply(pack_gem))]
     descriptor, matching, edits, q, _ = score_tracks(q, r, dataset, noise, SHIPPED.beta)
     return {"candidate": f"lite0 gem, {share:.0%} of each query's budget on mirrored frames", "postprocessing": SHIPPED.name,
             "descriptor_uap": round(descriptor.uap, 4), "segment_ap": round(matching.ap, 4),

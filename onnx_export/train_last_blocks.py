@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from onnx_export.model import IMAGE_SIZE, L2_EPS
 from onnx_export.train import (
     export_trained,
     learning_rate,
@@ -36,6 +37,7 @@ from onnx_export.train import (
     seed_everything,
     sscd_loss,
 )
+from runtime.infer.torch_model import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +57,7 @@ class LastBlocks(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, drop_connect_rate=None)
-        pooled = self.pool(self.act(self.bn1(self.conv_head(x))))
-        return pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return l2_normalize(self.pool(self.act(self.bn1(self.conv_head(x)))), L2_EPS)
 
 
 @torch.inference_mode()
@@ -81,7 +82,7 @@ def pack_inputs(pack: Path, copies_per_image: int, seed: int) -> dict[str, np.nd
 
     images, groups, _ = load_pack_rgb(pack)
     copies = synthetic_copies(images, groups, copies_per_image=copies_per_image, seed=seed)
-    config = PreprocessConfig(height=224, width=224)
+    config = PreprocessConfig(height=IMAGE_SIZE, width=IMAGE_SIZE)
 
     def prep(rgbs):
         return np.concatenate([preprocess_rgb(np.ascontiguousarray(im), config) for im in rgbs])

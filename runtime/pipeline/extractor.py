@@ -185,8 +185,7 @@ class ExtractorConfig:
         """``--precision auto``: fp16 on the GPU; on the CPU the int8 model where ONNX Runtime runs it and the
         model directory has one (within the accuracy bar and ~2x faster: benchmarks/RESULTS.md, issue 13), else fp32."""
         if device == "cpu":
-            int8_manifest = Path(self.model_dir or default_model_dir()) / PRECISION_MANIFESTS["int8"]
-            return "int8" if engine == "ort" and int8_manifest.is_file() else "fp32"
+            return "int8" if engine == "ort" and manifest_path(self.model_dir, "int8").is_file() else "fp32"
         return DEVICE_PRECISIONS[device][0]
 
     def resolve(self, device: str) -> ResolvedSettings:
@@ -398,12 +397,17 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
     )
 
 
+def manifest_path(model_dir: Path | None, precision: str) -> Path:
+    """Where the manifest of ``precision``'s model lives (int8 has its own quantised model)."""
+    return Path(model_dir or default_model_dir()) / PRECISION_MANIFESTS.get(precision, MANIFEST_FILENAME)
+
+
 def load_manifest(model_dir: Path | None, precision: str) -> ModelManifest:
     """The verified model manifest for ``precision`` (int8 has its own quantised model)."""
-    manifest_path = Path(model_dir or default_model_dir()) / PRECISION_MANIFESTS.get(precision, MANIFEST_FILENAME)
-    if not manifest_path.is_file():
-        raise ValueError(f"--precision {precision} needs {manifest_path}, which does not exist")
-    manifest = ModelManifest.load(manifest_path)
+    path = manifest_path(model_dir, precision)
+    if not path.is_file():
+        raise ValueError(f"--precision {precision} needs {path}, which does not exist")
+    manifest = ModelManifest.load(path)
     manifest.verify()
     return manifest
 
