@@ -31,6 +31,7 @@ from runtime.io.ground_truth import (
     read_matching_ground_truth,
 )
 from runtime.io.matches import write_matches_csv
+from runtime.io.results import ResultStore
 from runtime.matching.localization import LocalizationConfig
 from runtime.matching.matcher import MatchingConfig, find_matches, prepare_for_search
 from runtime.pipeline.extractor import Extractor, ExtractorConfig, build_extractor
@@ -50,6 +51,10 @@ def extract(dataset: Path, extractor: Extractor, work_dir: Path, progress: bool)
     out = work_dir / key
     q_report, queries = run_split(query_tasks, extractor, out / "query_descriptors.npz", out, "query", progress)
     r_report, refs = run_split(ref_tasks, extractor, out / "reference_descriptors.npz", out, "reference", progress)
+    layouts = {}
+    for split, tasks in (("query", query_tasks), ("reference", ref_tasks)):
+        store = ResultStore(out / split, extractor.fingerprint())
+        layouts.update({t.video_id: record for t in tasks if store.is_done(t.video_id) and (record := store.layout(t.video_id)) is not None})
     facts = {
         "queries": len(queries), "references": len(refs),
         "query_descriptors": q_report.descriptors, "reference_descriptors": r_report.descriptors,
@@ -57,8 +62,49 @@ def extract(dataset: Path, extractor: Extractor, work_dir: Path, progress: bool)
         "query_seconds_per_video_p50": float(np.median(q_report.per_video_seconds)) if q_report.per_video_seconds else None,
         "frames_sampled": q_report.frames_sampled + r_report.frames_sampled,  # this run's (0 when all were cached)
         "frames_inferred": q_report.frames_inferred + r_report.frames_inferred,
+        "layouts": layouts,
     }
     return queries, refs, facts
+
+
+def layout_windows(dataset: Path, layouts: dict[str, dict]) -> dict:
+    """Windows by decision kind with ``--layout-views``, and those split (cells, a window) or turned with no
+    layout edit (stack, picture-in-picture, padding, rotate90) under them in ``dataset.json``: plain footage."""
+    from benchmarks.layout_eval import LAYOUT_EDITS, layout_truth
+
+    plan = dataset / "dataset.json"
+    truth = layout_truth(dataset) if plan.is_file() else {}
+    kinds: dict[str, int] = defaultdict(int)
+    mistaken = []
+    for video_id, record in sorted(layouts.items()):
+        for window in record.get("windows", []):
+            kinds[window["kind"]] += 1
+            if window["kind"] not in ("grid", "window", "turned") or not window.get("times"):
+                continue
+            t0, t1 = window["times"]
+            under = set().union(*[names for s, e, names in truth.get(video_id, []) if s < t1 and e > t0])
+            if not under & LAYOUT_EDITS:  # footage with no layout edit at all: a plain video
+                mistaken.append(f"{video_id}[{window['samples'][0]}:{window['samples'][1]}] {window['kind']}")
+    return {"windows_by_kind": dict(sorted(kinds.items())), "mistaken": mistaken}
+
+
+def rank_first(dataset: Path, candidates, gt_pairs) -> dict[str, dict]:
+    """Per layout edit type (``benchmarks.layout_eval.RANK_EDITS``): copied pairs whose reference ranks first for its query."""
+    from benchmarks.layout_eval import RANK_EDITS, true_ref_ranks
+
+    edits_file = dataset / "edits.csv"
+    if not edits_file.is_file():
+        return {}
+    ranks = true_ref_ranks(candidates, gt_pairs)
+    with edits_file.open(newline="") as f:
+        edits = {(row["query_id"], row["ref_id"]): set(row["edits"].split("|")) for row in csv.DictReader(f)}
+    out = {}
+    for edit in RANK_EDITS:
+        pairs = sorted(p for p, names in edits.items() if edit in names)
+        if pairs:
+            out[edit] = {"first": sum(ranks.get(p, 10**6) == 1 for p in pairs), "pairs": len(pairs),
+                         "not_first": {f"{q}/{r}": ranks.get((q, r)) for q, r in pairs if ranks.get((q, r), 10**6) != 1}}
+    return out
 
 
 def edit_recall(dataset: Path, candidates, gt_pairs, precision_level: float) -> dict[str, dict[str, float]]:
@@ -127,7 +173,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         "descriptor_recall": descriptor.recall,
         "ground_truth_pairs": descriptor.num_ground_truth_pairs,
         "edit_recall_at_p90": edit_recall(dataset, descriptor.candidates, gt_pairs, PRECISION_FOR_EDIT_RECALL),
+        "rank_first": rank_first(dataset, descriptor.candidates, gt_pairs),
     }
+    layouts = result.pop("layouts")
+    if layouts:
+        result["layout_windows"] = layout_windows(dataset, layouts)
     curves = {f"descriptor µAP={descriptor.uap:.3f}": (descriptor.pr_curve.recalls, descriptor.pr_curve.precisions)}
     matching_gt_file = dataset / "matching_ground_truth.csv"
     if matching_gt_file.is_file() and not args.no_matching:
@@ -158,6 +208,10 @@ def _print(result: dict) -> None:
         print("recall per edit type at precision >= 0.9:")
         for name, v in result["edit_recall_at_p90"].items():
             print(f"  {name:<16} {v['recall']:.2f}  ({v['pairs']} pairs)")
+    if result["rank_first"]:
+        print("true reference ranked first: " + ", ".join(f"{k} {v['first']}/{v['pairs']}" for k, v in result["rank_first"].items()))
+    if "layout_windows" in result:
+        print(f"layout windows: {result['layout_windows']['windows_by_kind']}; with no such edit under them: {result['layout_windows']['mistaken']}")
     if result["failures"]:
         print(f"failed videos: {[f['video_id'] for f in result['failures']]}")
 

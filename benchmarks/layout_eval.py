@@ -50,10 +50,12 @@ from runtime.io.descriptors import VideoDescriptors
 from runtime.io.ground_truth import (
     read_descriptor_ground_truth,
 )
-from runtime.model_manifest import ModelManifest, default_model_dir
-from runtime.pipeline.extractor import preprocess_config
+from runtime.model_manifest import ModelManifest
+from runtime.pipeline.extractor import load_manifest, preprocess_config
 from runtime.postprocess.budget import BudgetConfig
 from runtime.postprocess.layout_budget import LayoutPostprocessor
+from runtime.postprocess.projection import Projection
+from runtime.postprocess.score_normalization import load_noise_set
 from runtime.preprocess.layout import (
     LayoutSettings,
     analyze_video_layout,
@@ -324,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="cache (default DATASET/../.vcd-layout/NAME)")
     parser.add_argument("--ablation-dir", type=Path, default=None, help="the ablation's cache (default DATASET/../.vcd-ablation/NAME)")
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                        help="the model (int8: the quantised one the CPU runs by default); caches are per model")
+    parser.add_argument("--shipped", action="store_true",
+                        help="only the rows with the shipped projection and noise set of the model directory (no --pack needed)")
     parser.add_argument("--pack", type=Path, default=None, help="training pack tar: adds rows with issue 10's pack PCA")
     parser.add_argument("--pack-cache", type=Path, default=None, help="cache of the pack embeddings (.npz)")
     parser.add_argument("--pack-only", action="store_true", help="with --pack: only the baseline and the pack rows")
@@ -332,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    manifest = ModelManifest.load(args.model_dir or default_model_dir())
+    manifest = load_manifest(args.model_dir, args.precision)
     work = args.work_dir or args.dataset.parent / ".vcd-layout" / args.dataset.name
     ablation = args.ablation_dir or args.dataset.parent / ".vcd-ablation" / args.dataset.name
     query_tasks = video_tasks(args.dataset, "query", subset_csv=args.dataset / "query_subset.csv")
@@ -371,8 +377,21 @@ def main(argv: list[str] | None = None) -> int:
     def baseline(videos):
         return [_postprocess(projection, budget, subsample(v, 2.0), durations.get(k)) for k, v in sorted(videos.items())]
 
-    rows = [score("no edit handling (pca-train)", baseline(base_q), baseline(base_r), noise_source, args.dataset, edits_by_pair)]
-    for size in ([] if args.pack_only else args.windows):
+    if args.shipped:
+        projection = Projection.load(manifest.projection_path)
+        noise = load_noise_set(manifest.noise_set_path)
+        noise_source = [VideoDescriptors("noise", np.zeros((len(noise), 2), np.float32), noise)]
+    rows = [score(f"no edit handling ({'shipped' if args.shipped else 'pca-train'})", baseline(base_q), baseline(base_r), noise_source,
+                  args.dataset, edits_by_pair)]
+    if args.shipped:
+        for size in args.windows:
+            q = [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget) for k, v in sorted(lay_q.items())]
+            r = [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget) for k, v in sorted(lay_r.items())]
+            rows.append(score(f"shipped, layout views, window {size}, parts replace the whole", q, r, noise_source, args.dataset, edits_by_pair))
+            split, wrong, examples = mistaken_splits({**lay_q, **lay_r}, size, truth)
+            rows[-1]["splits"], rows[-1]["mistaken_splits"], rows[-1]["mistaken_examples"] = split, wrong, examples[:20]
+            print(f"window {size}: {split} windows split, {wrong} without a stack/PiP/pad under them: {examples[:10]}", flush=True)
+    for size in ([] if args.pack_only or args.shipped else args.windows):
         def views(videos, whole=False, spread="even", size=size):
             return [layout_descriptors(k, v, size, projection, durations.get(k) or float(v["intervals"][-1, 1]), budget, whole, spread)
                     for k, v in sorted(videos.items())]
@@ -386,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows[-4:]:
             row["splits"], row["mistaken_splits"], row["mistaken_examples"] = split, wrong, examples[:20]
         print(f"window {size}: {split} windows split, {wrong} without a stack/PiP/pad under them: {examples[:10]}", flush=True)
-    if args.pack is not None:  # issue 10's training-pack PCA, with and without edit handling
+    if args.pack is not None and not args.shipped:  # issue 10's training-pack PCA, with and without edit handling
         from onnx_export.fit_postprocessing import DEFAULT_COPIES, pack_embeddings
 
         pack = pack_embeddings(args.pack, manifest, DEFAULT_COPIES, seed=0, cache=args.pack_cache)

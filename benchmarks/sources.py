@@ -283,7 +283,7 @@ def _build_proxy_chunk(source_path: str, chunk_path: str, start: float, end: flo
     """Re-encode ``[start, end)`` of a source at 640x360 keeping its timestamps; returns (times, thumb diffs)."""
     import av
 
-    tmp_path = chunk_path + ".tmp.mp4"
+    tmp_path = f"{chunk_path}.{os.getpid()}.tmp.mp4"  # builds running at once share the cache
     times: list[float] = []
     thumbs: list[np.ndarray] = []
     with av.open(source_path) as src, av.open(tmp_path, "w") as dst:
@@ -409,7 +409,7 @@ def _cached_ok(source: SourceVideo | None) -> bool:
 
 def _write_manifest(path: Path, sources: dict[str, SourceVideo]) -> None:
     data = {"version": MANIFEST_VERSION, "sources": {k: v.to_json() for k, v in sorted(sources.items())}}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
 

@@ -37,6 +37,8 @@ class VideoEmbeddings:
         layout: the per-video layout decision and its confidences (JSON-able), None = not analysed.
         sampled: samples decoded before pre-selection chose the rows inferred (``runtime.preprocess.preselect``),
             None = no pre-selection (every sample was inferred).
+        inputs: uint8 (K, 3, H, W) the rows' model inputs, kept only for the orientation probe of the layout
+            views (``runtime/pipeline/turned_views.py``, which drops them); None = not kept.
     """
 
     video_id: str
@@ -52,6 +54,7 @@ class VideoEmbeddings:
     layout: dict | None = None
     sampled: int | None = None
     windows: np.ndarray | None = None
+    inputs: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from runtime.preprocess.layout import (
     View,
     analyze_video_layout,
     crop_rgb_views,
+    decide_views,
     luma_of_rgb,
 )
 
@@ -144,12 +145,52 @@ def test_a_static_box_overlay_is_not_a_window(half_noisy: bool) -> None:
 
 @pytest.mark.parametrize("block", [6, pytest.param(10, marks=pytest.mark.xfail(
     strict=True, reason="known: a mostly static pixelised clip keeps some lattice lines persistent on one side only "
-    "and gives a window (mini-VSC Q200074 of seed 0 too); see benchmarks/RESULTS.md, issue 18")), 14])
+    "and the analysis gives a window (mini-VSC Q200159 of seed 0 too); the decision drops it by its shape "
+    "(test_pixelised_footage_gets_no_view); see benchmarks/RESULTS.md, issue 18")), 14])
 def test_pixelised_footage_is_not_split(block: int) -> None:
     # Block edges of a pixelised picture lie on a fixed lattice in every frame: many equally
     # persistent lines, none standing out from its neighbours.
     layout = _layout(_edit("pixelize", {"block": block}))
     assert len(layout.cells) == 0 and not layout.has_window, (layout.column_seams, layout.row_seams, layout.window)
+
+
+@pytest.mark.parametrize("block", [6, 10, 14])
+def test_pixelised_footage_gets_no_view(block: int) -> None:
+    # Where a lattice line does give a window (block 10 above), its shape is not the frame's: a
+    # picture-in-picture copy is scaled, so the decision drops it (LayoutSettings.max_window_shape_change).
+    assert decide_views(_layout(_edit("pixelize", {"block": block}))).is_plain
+
+
+@pytest.mark.parametrize("size, x, y", [(0.6, 0.3, 0.7), (0.5, 0.6, 0.3), (0.75, 0.9, 0.1)])
+def test_a_picture_in_picture_window_keeps_its_view(size: float, x: float, y: float) -> None:
+    decision = decide_views(_layout(_edit("picture_in_picture", {"mode": "copy_inset", "size": size, "x": x, "y": y})))
+    iw, ih = int(W * size), int(H * size)
+    x0, y0 = int(x * (W - iw)), int(y * (H - ih))
+    assert decision.kind == "window" and [v.kind for v in decision.views] == ["whole", "window"]
+    assert _near(decision.views[1].rect, (x0, y0, x0 + iw, y0 + ih)), decision.views
+
+
+class _FakeLayout:
+    """A ``vcd_core.VideoLayout`` with one window and nothing else (for the decision rules alone)."""
+
+    def __init__(self, window: tuple[int, int, int, int]) -> None:
+        rect = type("Rect", (), {"as_tuple": lambda _, r=window: r})
+        whole = type("Rect", (), {"as_tuple": lambda _: (0, 0, W, H)})
+        self.frame_width, self.frame_height, self.content, self.window = W, H, whole(), rect()
+        self.has_border, self.border_confidence, self.grid_confidence, self.cells = False, 0.0, 0.0, []
+        self.grid_rows = self.grid_cols = 1
+        self.has_window, self.window_confidence, self.rotated, self.rotated_confidence = True, 0.9, False, 0.0
+        self.usable_frames, self.activity = 12, 10.0
+
+
+@pytest.mark.parametrize("width, height, kept", [(384, 216, True), (320, 200, True), (310, 216, True), (128, 128, False),
+                                                 (240, 80, False), (160, 216, False)])
+def test_a_window_must_keep_the_frames_shape(width: int, height: int, kept: bool) -> None:
+    # W x H is 16:9; 1.25 either way of it is 1.42..2.22 (width / height)
+    decision = decide_views(_FakeLayout((40, 40, 40 + width, 40 + height)))
+    assert (decision.kind == "window") == kept, decision
+    with pytest.raises(ValueError, match="max_window_shape_change"):
+        LayoutSettings(max_window_shape_change=0.9)
 
 
 def test_a_pixelised_copy_inside_a_window_is_still_found() -> None:
@@ -202,18 +243,29 @@ def test_a_stacked_picture_is_not_taken_for_a_bar() -> None:
     assert decision.kind == "grid" and len(decision.views) == 3, decision
 
 
-def test_rotation_with_padding_is_recognised() -> None:
-    # rot90 of the landscape copy, shrunk to the frame height and pillarboxed into the landscape frame.
+def pillarboxed_turned_clip(name: str = "R100000") -> list[np.ndarray]:
+    """rot90 of the landscape copy, shrunk to the frame height and pillarboxed into the landscape frame."""
     width = round(H * H / W)
     frames = []
-    for frame in _clip("R100000"):
+    for frame in _clip(name):
         turned = resize_frame(np.ascontiguousarray(np.rot90(frame)), width, H)
         canvas = np.zeros((H, W, 3), np.uint8)
         canvas[:, (W - width) // 2:(W - width) // 2 + width] = turned
         frames.append(canvas)
-    decision = analyze_video_layout(luma_of_rgb(np.stack(frames)))
+    return frames
+
+
+def test_rotation_with_padding_is_recognised() -> None:
+    width = round(H * H / W)
+    luma = luma_of_rgb(np.stack(pillarboxed_turned_clip()))
+    content = ((W - width) // 2, 0, (W - width) // 2 + width, H)
+    # by default the shape is only recorded: the orientation probe decides turns (runtime/pipeline/turned_views.py)
+    decision = analyze_video_layout(luma)
+    assert decision.kind == "border" and decision.confidences["rotated"] > 0 and len(decision.views) == 1
+    assert _near(decision.views[0].rect, content)
+    decision = analyze_video_layout(luma, LayoutSettings(turned_views=True))
     assert decision.kind == "turned"
-    assert _near(decision.views[0].rect, ((W - width) // 2, 0, (W - width) // 2 + width, H))
+    assert _near(decision.views[0].rect, content)
     assert [v.quarter_turns for v in decision.views] == [0, 1, 3]
 
 

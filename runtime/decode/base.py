@@ -83,6 +83,8 @@ class VideoPlan:
         sampled: samples decoded before pre-selection kept ``intervals`` of them (``runtime.preprocess.preselect``),
             None = no pre-selection.
         windows: int32 (K,) layout time window of each row (see ``DecodedVideo.windows``), None = not windowed.
+        inputs: uint8 (K, 3, H, W) host model inputs of the rows, kept for a stage after inference (the
+            orientation probe of the layout views: ``runtime/pipeline/turned_views.py``); None = not kept.
     """
 
     info: VideoInfo
@@ -95,6 +97,7 @@ class VideoPlan:
     layout: dict[str, Any] | None = None
     sampled: int | None = None
     windows: np.ndarray | None = None
+    inputs: np.ndarray | None = None
 
 
 SlotWriter = Callable[[Any, int, Any], None]

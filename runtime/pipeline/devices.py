@@ -20,6 +20,7 @@ def build_host_pipeline(
     overlap: bool = True,
     layout: Any = None,
     preselect: Any = None,
+    keep_inputs: bool = False,
 ) -> Pipeline:
     """The scheduler with host operations: ``decoder`` sessions -> numpy batches -> ``backend``.
 
@@ -36,13 +37,15 @@ def build_host_pipeline(
             None = whole frames only.
         preselect: ``PreselectConfig``: embed only the samples worth it (``runtime.preprocess.preselect``);
             the results carry ``sampled``. None = every sample.
+        keep_inputs: the results carry their rows' model inputs (``VideoEmbeddings.inputs``).
 
     Returns:
         A ``Pipeline`` whose ``run`` yields results in input order.
     """
     ops = HostOps()
     return Pipeline(
-        session_factory=lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops, layout=layout, preselect=preselect),
+        session_factory=lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops, layout=layout, preselect=preselect,
+                                                          keep_inputs=keep_inputs),
         engine=BackendEngine(backend, max_batch=batch_size),
         ops=ops,
         image_shape=(3, preprocess.height, preprocess.width),

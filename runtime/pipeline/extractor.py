@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from runtime.decode.pyav import DECODE_MODES
-from runtime.infer.base import InferenceBackend
+from runtime.infer.base import BackendError, InferenceBackend
 from runtime.io.descriptors import VideoDescriptors
 from runtime.model_manifest import (
     MANIFEST_FILENAME,
@@ -22,8 +22,10 @@ from runtime.model_manifest import (
 )
 from runtime.pipeline.devices import build_gpu_pipeline, build_host_pipeline
 from runtime.pipeline.scheduler import Pipeline
+from runtime.pipeline.turned_views import TurnedViews
 from runtime.postprocess.budget import BudgetConfig
 from runtime.postprocess.layout_budget import LayoutPostprocessor
+from runtime.postprocess.orientation import PROBE_FILE, OrientationProbe
 from runtime.postprocess.postprocessor import Postprocessor
 from runtime.postprocess.projection import Projection
 from runtime.postprocess.score_normalization import (
@@ -105,6 +107,7 @@ class ExtractorConfig:
     score_normalization: bool = True
     layout_views: bool = False
     layout_window: int = LayoutSettings.window_samples
+    orientation_probe: bool = True
     preselect_margin: float | None = None
 
     @staticmethod
@@ -156,6 +159,9 @@ class ExtractorConfig:
                            help="with --layout-views, decide the views per window of N consecutive samples (a copy is often "
                                 "a segment of the video; Note [Layout windows] in runtime/preprocess/layout.py); "
                                 "0 = one decision per video (default: %(default)s)")
+        group.add_argument("--no-orientation-probe", dest="orientation_probe", action="store_false",
+                           help="with --layout-views, do not look for windows turned by 90 degrees without padding (the "
+                                f"orientation probe {PROBE_FILE} of the model directory: runtime/pipeline/turned_views.py)")
         group.add_argument("--preselect-margin", type=_preselect_margin, default=d.preselect_margin, metavar="M",
                            help="embed only the ceil(cap * (1 + M)) samples per video a pixel signature finds most novel, "
                                 "cap being the descriptor budget (Note [Pre-selection] in runtime/preprocess/preselect.py); "
@@ -168,6 +174,10 @@ class ExtractorConfig:
     def layout(self) -> LayoutSettings | None:
         """The layout-view settings (``--layout-views``), None when the option is off."""
         return LayoutSettings(window_samples=self.layout_window) if self.layout_views else None
+
+    def probes_orientation(self) -> bool:
+        """Whether turned windows are looked for (``--layout-views`` without ``--no-orientation-probe``)."""
+        return self.layout_views and self.orientation_probe
 
     def layout_problem(self, device: str) -> str | None:
         """Why ``--layout-views`` cannot run on ``device`` (``cpu``/``gpu``), None when it can or is off."""
@@ -239,13 +249,27 @@ class Extractor:
     noise: np.ndarray | None = None
     normalization: ScoreNormalization | None = None
     settings: ResolvedSettings | None = None
+    turned_views: TurnedViews | None = None
 
     @property
     def output_dim(self) -> int:
         return self.postprocessor.output_dim(self.model_dim) + (1 if self.normalization is not None else 0)
 
     def run(self, tasks: Iterable[VideoTask]) -> Iterator[VideoEmbeddings | VideoFailure]:
-        return self.pipeline.run(tasks)  # type: ignore[attr-defined]
+        results = self.pipeline.run(tasks)  # type: ignore[attr-defined]
+        if self.turned_views is None:
+            return results
+        return (self._with_turned_views(result) for result in results)
+
+    def _with_turned_views(self, result: VideoEmbeddings | VideoFailure) -> VideoEmbeddings | VideoFailure:
+        if not isinstance(result, VideoEmbeddings) or self.turned_views is None:
+            return result
+        try:
+            return self.turned_views(result)
+        except (ValueError, BackendError) as exc:  # the video keeps the rows it has
+            logger.warning("%s: the orientation probe failed (%s: %s); keeping its views without turned ones", result.video_id,
+                           type(exc).__name__, exc)
+            return replace(result, inputs=None, notes=(*result.notes, f"orientation probe failed: {exc}"))
 
     def finalize(self, video: VideoEmbeddings, duration: float | None, role: str = "query") -> VideoDescriptors:
         """Final descriptors of one video; ``role`` (query/reference) picks the score-normalisation side."""
@@ -286,6 +310,7 @@ class Extractor:
             # only with the option on, so that stores made without it stay valid
             **({"layout": asdict(layout)} if (layout := self.config.layout()) is not None else {}),
             **({"preselect": asdict(preselect)} if (preselect := self.config.preselect()) is not None else {}),
+            **({"orientation_probe": sha256_of_file(self.manifest.model_dir / PROBE_FILE)} if self.turned_views is not None else {}),
         }
 
     def describe(self) -> str:
@@ -296,7 +321,8 @@ class Extractor:
         return (f"device={self.device}{settings} model={self.manifest.name} dim={self.model_dim}->{self.output_dim} "
                 f"sample_fps={self.sampling.fps} budget={self.postprocessor.budget} score_norm={self.normalization} "
                 f"layout_views={self.config.layout_views}"
-                + (f" layout_window={self.config.layout_window}" if self.config.layout_views else ""))
+                + (f" layout_window={self.config.layout_window} orientation_probe={self.turned_views is not None}"
+                   if self.config.layout_views else ""))
 
 
 def preprocess_config(manifest: ModelManifest) -> PreprocessConfig:
@@ -394,6 +420,7 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
         batch_size=settings.batch_size,
         layout=config.layout(),
         preselect=config.preselect(),
+        keep_inputs=config.probes_orientation(),
     )
 
 
@@ -422,10 +449,28 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
     postprocessor = load_postprocessor(manifest, budget, config.layout_views)
     model_dim = manifest.output.dim
     postprocessor.output_dim(model_dim)  # fail early when the descriptors would exceed 512 dims
+    probe = load_orientation_probe(manifest) if config.probes_orientation() else None
     pipeline = build_pipeline(manifest, config, settings, sampling)
+    turned_views = None
+    if probe is not None:
+        turned_views = TurnedViews(probe, pipeline.engine.backend, config.layout_window)  # type: ignore[attr-defined]
     noise, normalization = None, None
     if config.score_normalization:
         if manifest.noise_set_path is None:
             raise ValueError("score normalisation needs a noise set in the model assets (manifest 'noise_set'); use --no-score-norm")
         noise, normalization = load_noise_set(manifest.noise_set_path), ScoreNormalization()
-    return Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization, settings)
+    return Extractor(pipeline, postprocessor, manifest, config, device, model_dim, sampling, noise, normalization, settings, turned_views)
+
+
+def load_orientation_probe(manifest: ModelManifest) -> OrientationProbe:
+    """The orientation probe next to the model (``PROBE_FILE``), checked against it."""
+    path = manifest.model_dir / PROBE_FILE
+    if not path.is_file():
+        raise ValueError(f"--layout-views looks for turned windows with {path}, which does not exist; fit one "
+                         "(python -m onnx_export.fit_orientation) or pass --no-orientation-probe")
+    probe = OrientationProbe.load(path)
+    if probe.model_sha256 and manifest.onnx_sha256 not in probe.model_sha256:
+        raise ValueError(f"{path} was fitted for other models than {manifest.onnx_file}; refit it or pass --no-orientation-probe")
+    if probe.dim != manifest.output.dim:
+        raise ValueError(f"{path} takes {probe.dim}-d embeddings, the model gives {manifest.output.dim}")
+    return probe

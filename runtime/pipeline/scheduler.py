@@ -308,6 +308,7 @@ class Pipeline:
             layout=state.plan.layout,
             sampled=state.plan.sampled,
             windows=None if state.plan.windows is None else np.asarray(state.plan.windows)[keep],
+            inputs=None if state.plan.inputs is None else state.plan.inputs[keep],
         )
 
     def _pop_ready(self) -> list[VideoEmbeddings | VideoFailure]:

@@ -8,7 +8,10 @@ sampled frame, in frame coordinates. View 0 is always the whole picture (the fra
 with uniform borders cropped: a reference with black bars gets them cropped, on both sides of the
 search alike); further views are grid cells, a picture-in-picture window or the content turned by
 +-90 degrees. ``crop_yuv420p_views`` / ``crop_rgb_views`` make the model inputs of the views from the
-decoded frame at its native resolution (never from the 224 x 224 model input).
+decoded frame at its native resolution (never from the 224 x 224 model input). Turns are decided
+after inference by default, by the orientation probe on the model's embeddings
+(``runtime/pipeline/turned_views.py``); the shape-based turned views here are an option
+(``LayoutSettings.turned_views``).
 
 Note [Layout views are per video]: the decision depends on the video's own frames only, and the
 same views are cut from every sampled frame it covers (a stack's seam does not move), so the
@@ -54,7 +57,12 @@ class LayoutSettings:
         min_border_confidence: crop uniform borders at or above this confidence.
         min_grid_confidence: split into cells at or above this seam coverage.
         min_window_confidence: add the picture-in-picture window at or above this confidence.
-        turned_views: add the content turned by +-90 degrees when its shape says it was rotated.
+        max_window_shape_change: a picture-in-picture window is a scaled copy, so it keeps the content's
+            shape: its width / height ratio must be within this factor of the content's (a square
+            shape overlay or a thin band of a pixelised picture is not a window).
+        turned_views: add the content turned by +-90 degrees when its shape says it was rotated (off: the
+            orientation probe after inference decides turns, ``runtime/pipeline/turned_views.py``; the
+            shape alone tied with it on the mini-VSC dev build and gave turned views to flat footage).
         min_view_side: views narrower or lower than this many pixels are not embedded.
         max_bar_share: outer cells of a one-axis split thinner than this share of the content are
             padding bars, not pictures: they are cropped (a single remaining cell becomes the content).
@@ -66,7 +74,8 @@ class LayoutSettings:
     min_border_confidence: float = 0.6
     min_grid_confidence: float = 0.5
     min_window_confidence: float = 0.75
-    turned_views: bool = True
+    max_window_shape_change: float = 1.25  # windows of mini-VSC's picture-in-picture copies: 1.00-1.19; false ones 0.75, 2.2
+    turned_views: bool = False  # chosen on the mini-VSC dev build (seed 1): benchmarks/RESULTS.md, issue 18
     min_view_side: int = 32
     max_bar_share: float = 0.25
     analysis: dict[str, Any] | None = None
@@ -82,6 +91,8 @@ class LayoutSettings:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0.0 <= self.max_bar_share < 0.5:
             raise ValueError(f"max_bar_share must be in [0, 0.5), got {self.max_bar_share}")
+        if not self.max_window_shape_change >= 1.0:
+            raise ValueError(f"max_window_shape_change must be >= 1, got {self.max_window_shape_change}")
         if self.min_view_side < 1:
             raise ValueError(f"min_view_side must be >= 1, got {self.min_view_side}")
 
@@ -219,7 +230,8 @@ def decide_views(layout: Any, settings: LayoutSettings = LayoutSettings()) -> La
     if len(cells) >= 2 and layout.grid_confidence >= settings.min_grid_confidence and views[0].rect == layout.content.as_tuple():
         views += [View("cell", cell) for cell in cells if big_enough(cell)]
         kind, grid = "grid", (rows, cols)
-    elif layout.has_window and layout.window_confidence >= settings.min_window_confidence and big_enough(layout.window.as_tuple()):
+    elif (layout.has_window and layout.window_confidence >= settings.min_window_confidence and big_enough(layout.window.as_tuple())
+          and _keeps_shape(layout.window.as_tuple(), content, settings.max_window_shape_change)):
         views.append(View("window", layout.window.as_tuple()))
         kind = "window"
     if settings.turned_views and layout.rotated and content != frame:
@@ -238,6 +250,12 @@ def _without_bars(cells: list[Rect], rows: int, cols: int, content: Rect, max_sh
         if len(kept) >= 2 and (kept[end][2 + axis] - kept[end][axis]) < max_share * extent:
             kept.pop(end)
     return kept, (1 if axis == 0 else len(kept)), (len(kept) if axis == 0 else 1)
+
+
+def _keeps_shape(rect: Rect, content: Rect, factor: float) -> bool:
+    """Whether ``rect``'s width / height ratio is within ``factor`` of ``content``'s."""
+    change = ((rect[2] - rect[0]) / (rect[3] - rect[1])) / ((content[2] - content[0]) / (content[3] - content[1]))
+    return 1.0 / factor <= change <= factor
 
 
 def _even_rect(rect: Rect, width: int, height: int) -> Rect:
