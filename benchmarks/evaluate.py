@@ -70,7 +70,7 @@ def extract(dataset: Path, extractor: Extractor, work_dir: Path, progress: bool)
 def layout_windows(dataset: Path, layouts: dict[str, dict]) -> dict:
     """Windows by decision kind with ``--layout-views``, and those split (cells, a window) or turned with no
     layout edit (stack, picture-in-picture, padding, rotate90) under them in ``dataset.json``: plain footage."""
-    from benchmarks.layout_eval import LAYOUT_EDITS, layout_truth
+    from benchmarks.layout_truth import LAYOUT_EDITS, layout_truth
 
     plan = dataset / "dataset.json"
     truth = layout_truth(dataset) if plan.is_file() else {}
@@ -90,7 +90,7 @@ def layout_windows(dataset: Path, layouts: dict[str, dict]) -> dict:
 
 def rank_first(dataset: Path, candidates, gt_pairs) -> dict[str, dict]:
     """Per layout edit type (``benchmarks.layout_eval.RANK_EDITS``): copied pairs whose reference ranks first for its query."""
-    from benchmarks.layout_eval import RANK_EDITS, true_ref_ranks
+    from benchmarks.layout_truth import RANK_EDITS, true_ref_ranks
 
     edits_file = dataset / "edits.csv"
     if not edits_file.is_file():

@@ -27,7 +27,6 @@ import csv
 import json
 import logging
 import time
-from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,6 +40,12 @@ from benchmarks.ablation import (
     raw_embeddings,
     score_tracks,
     subsample,
+)
+from benchmarks.layout_truth import (
+    RANK_EDITS,
+    SPLIT_EDITS,
+    layout_truth,
+    true_ref_ranks,
 )
 from runtime.decode.layout_capture import plane_view
 from runtime.decode.pyav import _stream_duration
@@ -69,9 +74,6 @@ from runtime.sampling import SamplingPolicy, select_frames
 logger = logging.getLogger("benchmarks.layout_eval")
 
 SHIPPED = Variant("pca128 +score norm +2fps budgeted +dedup0.9", pca_dim=128, score_norm=True, fps=2.0, duplicate_similarity=0.9)
-LAYOUT_EDITS = {"hstack", "vstack", "picture_in_picture", "pad", "rotate90"}
-SPLIT_EDITS = {"hstack", "vstack", "picture_in_picture"}
-RANK_EDITS = ("hstack", "vstack", "picture_in_picture", "rotate90", "pad")
 CACHE_VERSION = 3  # 2: the C++ analysis rejects static overlays and block lattices; 3: padding bars are cropped
 
 
@@ -240,22 +242,6 @@ def layout_descriptors(video_id: str, video: dict, size: int, projection, durati
     return LayoutPostprocessor(projection, budget, spread=spread, whole_in_split=whole_in_split)(embeddings, duration)
 
 
-def true_ref_ranks(candidates, gt_pairs) -> dict[tuple[str, str], int]:
-    """Rank (1 = first) of each true reference among its query's references by pair score, other true references skipped."""
-    truth = defaultdict(set)
-    for q, r in gt_pairs:
-        truth[q].add(r)
-    by_query = defaultdict(list)
-    for c in sorted(candidates, key=lambda c: -c.score):
-        by_query[c.query_id].append(c.ref_id)
-    ranks = {}
-    for q, refs in truth.items():
-        for r in refs:
-            listed = [x for x in by_query.get(q, []) if x == r or x not in refs]
-            ranks[(q, r)] = listed.index(r) + 1 if r in listed else 10**6
-    return ranks
-
-
 def score(name: str, q: list[VideoDescriptors], r: list[VideoDescriptors], noise_source: list[VideoDescriptors] | None, dataset: Path,
           edits_by_pair: dict, min_similarity: float | None = None) -> dict:
     """The shipped scoring (``benchmarks.ablation.score_tracks``) plus the rank of the true reference per edit type."""
@@ -271,23 +257,6 @@ def score(name: str, q: list[VideoDescriptors], r: list[VideoDescriptors], noise
             "query_descriptors": sum(len(v) for v in q), "reference_descriptors": sum(len(v) for v in r),
             "edit_recall_at_p90": edits, "edit_types_recalled": sum(1 for k, v in edits.items() if k != "none" and v["recall"] > 0),
             "rank_first": rank_first}
-
-
-def layout_truth(dataset: Path) -> dict[str, list[tuple[float, float, set[str]]]]:
-    """Per query: (start, end, layout edits) of each part, from dataset.json (query-wide edits apply to every part)."""
-    plan = json.loads((dataset / "dataset.json").read_text())
-    out = {}
-    for query_id, spec in (plan["queries"].items() if isinstance(plan["queries"], dict) else plan["queries"]):
-        num, den = (float(x) for x in str(spec["fps"]).split("/")) if "/" in str(spec["fps"]) else (float(spec["fps"]), 1.0)
-        fps, t, parts = num / den, 0.0, []
-        query_edits = {e["name"] if isinstance(e, dict) else e for e in spec.get("query_edits", [])}
-        for part in spec["parts"]:
-            length = part["n_frames"] / fps
-            names = {e["name"] for e in part["edits"]} | query_edits
-            parts.append((t, t + length, names & LAYOUT_EDITS))
-            t += length
-        out[query_id] = parts
-    return out
 
 
 def mistaken_splits(videos: dict, size: int, truth: dict) -> tuple[int, int, list[str]]:

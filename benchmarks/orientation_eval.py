@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.layout_eval import decode_samples, layout_truth
+from benchmarks.layout_eval import decode_samples
+from benchmarks.layout_truth import layout_truth
 from onnx_export import fit_orientation
 from runtime.infer.ort import OnnxRuntimeBackend
 from runtime.io.dataset import video_tasks

@@ -42,3 +42,42 @@ def test_markdown_table_lists_variants_and_edits():
     table = ablation.to_markdown([row])
     assert "| v | 0.5000 | 1.000 | 0.2500 | 3 / 4 |" in table
     assert "| v | 0.50 |" in table and "| (pairs) | 2 |" in table
+
+
+def _layout_build(tmp_path):
+    """A tiny build: Q1 copies R1 under hstack (2-4 s of 0-6 s) and R2 under rotate90|pad; Q2 is plain."""
+    (tmp_path / "edits.csv").write_text("query_id,ref_id,edits\nQ1,R1,hstack\nQ1,R2,rotate90|pad\nQ2,R3,blur\n")
+    plan = {"queries": {
+        "Q1": {"fps": "2/1", "parts": [{"n_frames": 4, "edits": []}, {"n_frames": 4, "edits": [{"name": "hstack"}]},
+                                       {"n_frames": 4, "edits": [{"name": "rotate90"}, {"name": "pad"}]}]},
+        "Q2": {"fps": "2/1", "parts": [{"n_frames": 12, "edits": [{"name": "blur"}]}]}}}
+    (tmp_path / "dataset.json").write_text(json.dumps(plan))
+    return tmp_path
+
+
+def test_rank_first_counts_true_references_ranked_first_skipping_the_others(tmp_path):
+    from runtime.search.candidates import CandidatePair
+
+    build = _layout_build(tmp_path)
+    gt = [("Q1", "R1"), ("Q1", "R2"), ("Q2", "R3")]
+    # Q1: R2 (true) 0.9 > R9 (false) 0.8 > R1 (true) 0.7: R1 ranks 2nd (R2 skipped), R2 first
+    candidates = [CandidatePair("Q1", "R1", 0.7), CandidatePair("Q1", "R2", 0.9), CandidatePair("Q1", "R9", 0.8),
+                  CandidatePair("Q2", "R3", 0.5)]
+    ranks = evaluate.rank_first(build, candidates, gt)
+    assert ranks["hstack"] == {"first": 0, "pairs": 1, "not_first": {"Q1/R1": 2}}
+    assert ranks["rotate90"] == {"first": 1, "pairs": 1, "not_first": {}} and ranks["pad"]["first"] == 1
+    assert "vstack" not in ranks and "blur" not in ranks
+
+
+def test_layout_windows_flags_only_windows_over_footage_without_layout_edits(tmp_path):
+    build = _layout_build(tmp_path)
+
+    def window(kind, samples, times):
+        return {"kind": kind, "samples": samples, "times": times}
+
+    layouts = {"Q1": {"windows": [window("plain", [0, 4], [0.0, 2.0]), window("grid", [4, 8], [2.0, 4.0]),
+                                  window("turned", [8, 12], [4.0, 6.0])]},
+               "Q2": {"windows": [window("window", [0, 6], [0.0, 3.0]), window("turned", [6, 12], [3.0, 6.0])]}}
+    result = evaluate.layout_windows(build, layouts)
+    assert result["windows_by_kind"] == {"grid": 1, "plain": 1, "turned": 2, "window": 1}
+    assert result["mistaken"] == ["Q2[0:6] window", "Q2[6:12] turned"]

@@ -160,8 +160,8 @@ class ExtractorConfig:
                                 "a segment of the video; Note [Layout windows] in runtime/preprocess/layout.py); "
                                 "0 = one decision per video (default: %(default)s)")
         group.add_argument("--no-orientation-probe", dest="orientation_probe", action="store_false",
-                           help="with --layout-views, do not look for windows turned by 90 degrees without padding (the "
-                                f"orientation probe {PROBE_FILE} of the model directory: runtime/pipeline/turned_views.py)")
+                           help="with --layout-views, do not look for windows turned by 90 degrees (the orientation probe "
+                                f"{PROBE_FILE} of the model directory: runtime/pipeline/turned_views.py)")
         group.add_argument("--preselect-margin", type=_preselect_margin, default=d.preselect_margin, metavar="M",
                            help="embed only the ceil(cap * (1 + M)) samples per video a pixel signature finds most novel, "
                                 "cap being the descriptor budget (Note [Pre-selection] in runtime/preprocess/preselect.py); "
