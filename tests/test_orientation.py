@@ -222,3 +222,26 @@ def test_the_extractor_refuses_a_probe_fitted_for_another_model(tmp_path):
     with pytest.raises(ValueError, match="--no-orientation-probe"):
         build_extractor(ExtractorConfig(device="cpu", model_dir=model_dir, layout_views=True))
     assert build_extractor(ExtractorConfig(device="cpu", model_dir=model_dir, layout_views=True, orientation_probe=False)).turned_views is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cap", [0, 1, 2**30])
+def test_the_pipeline_keeps_the_inputs_only_within_the_cap(rotated_videos, cap):
+    from runtime.decode.pyav import PyAVDecoder
+    from runtime.infer.ort import OnnxRuntimeBackend
+    from runtime.pipeline.devices import build_host_pipeline
+    from runtime.pipeline.extractor import load_manifest, preprocess_config
+    from runtime.records import VideoTask
+    from runtime.sampling import SamplingPolicy
+
+    manifest = load_manifest(None, "int8")
+    pipeline = build_host_pipeline(PyAVDecoder(), OnnxRuntimeBackend(manifest.onnx_path), SamplingPolicy(fps=2.0),
+                                   preprocess_config(manifest), keep_inputs_bytes=cap)
+    (video,) = list(pipeline.run([VideoTask("plain", rotated_videos["plain"], None)]))
+    if cap == 2**30:  # the rows' own inputs, in row order
+        assert video.inputs.shape == (len(video.embeddings), 3, 224, 224) and video.inputs.dtype == np.uint8
+        np.testing.assert_allclose(pipeline.engine.backend.infer(video.inputs), video.embeddings, atol=1e-5)
+        assert not video.notes
+    else:
+        assert video.inputs is None
+        assert any("not kept" in note for note in video.notes) == (cap > 0)

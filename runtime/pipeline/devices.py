@@ -20,7 +20,7 @@ def build_host_pipeline(
     overlap: bool = True,
     layout: Any = None,
     preselect: Any = None,
-    keep_inputs: bool = False,
+    keep_inputs_bytes: int = 0,
 ) -> Pipeline:
     """The scheduler with host operations: ``decoder`` sessions -> numpy batches -> ``backend``.
 
@@ -37,7 +37,8 @@ def build_host_pipeline(
             None = whole frames only.
         preselect: ``PreselectConfig``: embed only the samples worth it (``runtime.preprocess.preselect``);
             the results carry ``sampled``. None = every sample.
-        keep_inputs: the results carry their rows' model inputs (``VideoEmbeddings.inputs``).
+        keep_inputs_bytes: the results carry their rows' model inputs (``VideoEmbeddings.inputs``) when they take
+            at most this many bytes per video (0 = never).
 
     Returns:
         A ``Pipeline`` whose ``run`` yields results in input order.
@@ -45,7 +46,7 @@ def build_host_pipeline(
     ops = HostOps()
     return Pipeline(
         session_factory=lambda worker: HostDecodeSession(decoder, sampling, preprocess, ops, layout=layout, preselect=preselect,
-                                                          keep_inputs=keep_inputs),
+                                                          keep_inputs_bytes=keep_inputs_bytes),
         engine=BackendEngine(backend, max_batch=batch_size),
         ops=ops,
         image_shape=(3, preprocess.height, preprocess.width),

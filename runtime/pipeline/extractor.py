@@ -50,6 +50,9 @@ Precision = Literal["auto", "fp32", "fp16", "int8"]
 # ONNX Runtime or PyTorch; the GPU path feeds device batches to TensorRT or PyTorch.
 DEVICE_ENGINES: dict[str, tuple[str, ...]] = {"cpu": ("ort", "torch"), "gpu": ("trt", "torch")}
 DEVICE_PRECISIONS: dict[str, tuple[str, ...]] = {"cpu": ("fp32", "int8"), "gpu": ("fp16", "fp32")}
+# The orientation probe needs a video's model inputs after inference: kept up to this size per video
+# (about 7 minutes at 2 samples/s of 224 x 224 inputs); a longer video is not probed, and its notes say so.
+KEEP_INPUTS_BYTES = 128 * 2**20
 # int8 runs a separately quantised model (its own manifest next to the fp32 one).
 PRECISION_MANIFESTS = {"int8": "manifest_int8.json"}
 DEFAULT_DECODE_WORKERS = {"cpu": 1, "gpu": 7}  # 7 NVDEC sessions saturate an H100-class decoder
@@ -420,7 +423,7 @@ def build_pipeline(manifest: ModelManifest, config: ExtractorConfig, settings: R
         batch_size=settings.batch_size,
         layout=config.layout(),
         preselect=config.preselect(),
-        keep_inputs=config.probes_orientation(),
+        keep_inputs_bytes=KEEP_INPUTS_BYTES if config.probes_orientation() else 0,
     )
 
 

@@ -57,11 +57,12 @@ class HostDecodeSession:
             carries the rows' views, windows and the layout decisions. None = whole frames.
         preselect: ``PreselectConfig``: embed only the samples ``preselect`` keeps (Note [Pre-selection] in
             runtime/preprocess/preselect.py; whole frames only); the plan records how many were sampled. None = all.
-        keep_inputs: the plan carries the rows' model inputs (``VideoPlan.inputs``) for a stage after inference.
+        keep_inputs_bytes: the plan carries the rows' model inputs (``VideoPlan.inputs``) for a stage after
+            inference when they take at most this many bytes (0 = never); a longer video's plan says why not in ``notes``.
     """
 
     def __init__(self, decoder: Any, policy: Any, preprocess: Any, ops: DeviceOps, stream: Any = None, layout: Any = None,
-                 preselect: Any = None, keep_inputs: bool = False) -> None:
+                 preselect: Any = None, keep_inputs_bytes: int = 0) -> None:
         if preselect is not None and layout is not None:
             raise ValueError("pre-selection (--preselect-margin) applies to whole frames only, not with layout views")
         self.decoder = decoder
@@ -72,7 +73,7 @@ class HostDecodeSession:
         self.stream = stream
         self.layout = layout
         self.preselect = preselect
-        self.keep_inputs = keep_inputs
+        self.keep_inputs_bytes = keep_inputs_bytes
 
     def decode_into(self, path: str, sink: FrameSink) -> None:
         if self.layout is None:
@@ -83,9 +84,12 @@ class HostDecodeSession:
         if self.preselect is not None:
             keep = preselect_frames(images, intervals, decoded.info.duration, self.preselect)
             images, intervals, sampled = images[keep], intervals[keep], len(decoded.intervals)
-        sink.start(VideoPlan(decoded.info, intervals, decoded.backend, decode_mode=decoded.decode_mode,
+        keep = 0 < images.nbytes <= self.keep_inputs_bytes
+        notes = () if keep or not self.keep_inputs_bytes else (
+            f"model inputs not kept for the orientation probe: {images.nbytes} bytes, over the cap of {self.keep_inputs_bytes}",)
+        sink.start(VideoPlan(decoded.info, intervals, decoded.backend, notes=notes, decode_mode=decoded.decode_mode,
                              max_time_error=decoded.max_time_error, views=decoded.views, layout=decoded.layout, sampled=sampled,
-                             windows=decoded.windows, inputs=images if self.keep_inputs else None))
+                             windows=decoded.windows, inputs=images if keep else None))
         for k in range(images.shape[0]):
             image = images[k]
             sink.write(k, lambda buffer, slot, stream, image=image: self.ops.upload(image, buffer, slot, stream))

@@ -49,8 +49,8 @@ class TurnedViews:
     def __call__(self, video: VideoEmbeddings) -> VideoEmbeddings:
         """The video with its turned views added (unchanged apart from dropping ``inputs`` when none is turned)."""
         inputs = video.inputs
-        if inputs is None:
-            return video
+        if inputs is None:  # over the pipeline's cap (its notes say so): not probed
+            return replace(video, layout={**video.layout, "orientation": {"skipped": "the model inputs were not kept"}}) if video.layout else video
         video = replace(video, inputs=None)
         count = len(video.embeddings)
         if len(inputs) != count or count == 0:
