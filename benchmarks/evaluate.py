@@ -69,7 +69,8 @@ def extract(dataset: Path, extractor: Extractor, work_dir: Path, progress: bool)
 
 def layout_windows(dataset: Path, layouts: dict[str, dict]) -> dict:
     """Windows by decision kind with ``--layout-views``, and those split (cells, a window) or turned with no
-    layout edit (stack, picture-in-picture, padding, rotate90) under them in ``dataset.json``: plain footage."""
+    layout edit (stack, picture-in-picture, padding, rotate90) under them in ``dataset.json``: plain footage; and
+    those flipped with no vertical flip under them."""
     from benchmarks.layout_truth import LAYOUT_EDITS, layout_truth
 
     plan = dataset / "dataset.json"
@@ -79,11 +80,11 @@ def layout_windows(dataset: Path, layouts: dict[str, dict]) -> dict:
     for video_id, record in sorted(layouts.items()):
         for window in record.get("windows", []):
             kinds[window["kind"]] += 1
-            if window["kind"] not in ("grid", "window", "turned") or not window.get("times"):
+            if window["kind"] not in ("grid", "window", "turned", "flipped") or not window.get("times"):
                 continue
             t0, t1 = window["times"]
             under = set().union(*[names for s, e, names in truth.get(video_id, []) if s < t1 and e > t0])
-            if not under & LAYOUT_EDITS:  # footage with no layout edit at all: a plain video
+            if not under & ({"vflip"} if window["kind"] == "flipped" else LAYOUT_EDITS):  # plain footage (upright, for a flip)
                 mistaken.append(f"{video_id}[{window['samples'][0]}:{window['samples'][1]}] {window['kind']}")
     return {"windows_by_kind": dict(sorted(kinds.items())), "mistaken": mistaken}
 

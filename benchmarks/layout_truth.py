@@ -8,12 +8,13 @@ from collections import defaultdict
 from pathlib import Path
 
 LAYOUT_EDITS = {"hstack", "vstack", "picture_in_picture", "pad", "rotate90"}
+ORIENTATION_EDITS = {"rotate90", "vflip"}  # what turned and flipped windows undo
 SPLIT_EDITS = {"hstack", "vstack", "picture_in_picture"}
 RANK_EDITS = ("hstack", "vstack", "picture_in_picture", "rotate90", "pad")
 
 
 def layout_truth(dataset: Path) -> dict[str, list[tuple[float, float, set[str]]]]:
-    """Per query: (start, end, layout edits) of each part, from dataset.json (query-wide edits apply to every part)."""
+    """Per query: (start, end, layout and orientation edits) of each part, from dataset.json (query-wide edits apply to every part)."""
     plan = json.loads((dataset / "dataset.json").read_text())
     out = {}
     for query_id, spec in (plan["queries"].items() if isinstance(plan["queries"], dict) else plan["queries"]):
@@ -23,7 +24,7 @@ def layout_truth(dataset: Path) -> dict[str, list[tuple[float, float, set[str]]]
         for part in spec["parts"]:
             length = part["n_frames"] / fps
             names = {e["name"] for e in part["edits"]} | query_edits
-            parts.append((t, t + length, names & LAYOUT_EDITS))
+            parts.append((t, t + length, names & (LAYOUT_EDITS | ORIENTATION_EDITS)))
             t += length
         out[query_id] = parts
     return out

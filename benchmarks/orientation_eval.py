@@ -13,12 +13,14 @@ embeddings: a shipped one (``--probe``) or one fitted here on the builds' traini
 window of ``--window`` samples is decided as the runtime decides it (Note [Orientation decision]),
 for each screen logit and margin given; the report counts the windows called turned that lie over
 a ``rotate90`` copy and those that do not (queries and references), and the copied pairs with a
-turned window. Embeddings of every sample in four orientations are cached under ``--work-dir``.
+turned window; with ``--flip-margins`` (or a probe with a ``flip_margin``), the windows called upside
+down over a ``vflip`` copy and those that are not. Embeddings of every sample in four orientations are cached under ``--work-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 from dataclasses import replace
@@ -78,10 +80,11 @@ def fit_probe(train: dict[str, tuple[np.ndarray, np.ndarray]], c: float) -> Orie
     return fit_orientation.fit_probe(features, labels, c, fit_orientation.DEFAULT_SCREEN_LOGIT, fit_orientation.DEFAULT_MARGIN, ())
 
 
-def window_decisions(probe: OrientationProbe, embeddings: np.ndarray, size: int, screen_logit: float, margin: float) -> list[dict]:
+def window_decisions(probe: OrientationProbe, embeddings: np.ndarray, size: int, screen_logit: float, margin: float,
+                     flip_margin: float | None) -> list[dict]:
     """The runtime's decision (Note [Orientation decision]) for every window of one video's cached embeddings."""
     logits = probe.logits(embeddings.reshape(-1, embeddings.shape[-1])).reshape(embeddings.shape[:2])
-    decider = replace(probe, screen_logit=screen_logit, margin=margin)
+    decider = replace(probe, screen_logit=screen_logit, margin=margin, flip_margin=flip_margin)
     out = []
     for a, b in window_bounds(embeddings.shape[1], size):
         probed = not decider.passes_screen(logits[0, a:b])
@@ -91,6 +94,12 @@ def window_decisions(probe: OrientationProbe, embeddings: np.ndarray, size: int,
             turns, gain = decider.decide(logits[0, idx], {k: logits[TURNS.index(k), idx] for k in QUARTER_TURNS})
         out.append({"samples": (a, b), "probed": probed, "turns": turns, "gain": gain, "upright": float(logits[0, a:b].mean())})
     return out
+
+
+def _cover(parts: list, span: tuple[float, float], edit: str) -> float:
+    """Share of ``span`` (seconds) under query parts carrying ``edit``."""
+    t0, t1 = span
+    return round(sum(max(0.0, min(e, t1) - max(s, t0)) for s, e, names in parts if edit in names) / max(t1 - t0, 1e-6), 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c", type=float, default=1.0)
     parser.add_argument("--screen-logits", type=float, nargs="+", default=[fit_orientation.DEFAULT_SCREEN_LOGIT])
     parser.add_argument("--margins", type=float, nargs="+", default=[fit_orientation.DEFAULT_MARGIN])
+    parser.add_argument("--flip-margins", type=float, nargs="+", default=None,
+                        help="also call windows upside down at these margins (default: the probe's own setting)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -129,28 +140,32 @@ def main(argv: list[str] | None = None) -> int:
             if "rotate90" in edits.split("|"):
                 pairs[q] = r
     report = []
-    for screen in args.screen_logits:
-        for margin in args.margins:
-            rows = []
-            for side, group in videos.items():
-                for video_id, (intervals, embeddings) in group.items():
-                    parts = truth.get(video_id, []) if side == "query" else []
-                    for d in window_decisions(probe, embeddings, args.window, screen, margin):
-                        a, b = d["samples"]
-                        t0, t1 = float(intervals[a, 0]), float(intervals[b - 1, 1])
-                        cover = sum(max(0.0, min(e, t1) - max(s, t0)) for s, e, names in parts if "rotate90" in names) / max(t1 - t0, 1e-6)
-                        rows.append({**d, "video": video_id, "cover": round(cover, 3)})
-            turned = [r for r in rows if r["turns"]]
-            summary = {
-                "screen_logit": screen, "margin": margin, "windows": len(rows),
-                "probed": sum(r["probed"] for r in rows), "rotate90_windows": sum(r["cover"] >= 0.5 for r in rows),
-                "turned_over_rotate90": sum(r["cover"] >= 0.5 for r in turned),
-                "turned_partly_over_rotate90": sum(0 < r["cover"] < 0.5 for r in turned),
-                "turned_without_rotate90": [f"{r['video']}[{r['samples'][0]}:{r['samples'][1]}]" for r in turned if r["cover"] == 0],
-                "copied_pairs_with_a_turned_window": sorted({r["video"] for r in turned} & set(pairs)), "copied_pairs": sorted(pairs),
-            }
-            print(json.dumps(summary))
-            report.append({**summary, "turned": turned})
+    for screen, margin, flip_margin in itertools.product(args.screen_logits, args.margins, args.flip_margins or [probe.flip_margin]):
+        rows = []
+        for side, group in videos.items():
+            for video_id, (intervals, embeddings) in group.items():
+                parts = truth.get(video_id, []) if side == "query" else []
+                for d in window_decisions(probe, embeddings, args.window, screen, margin, flip_margin):
+                    a, b = d["samples"]
+                    span = float(intervals[a, 0]), float(intervals[b - 1, 1])
+                    rows.append({**d, "video": video_id, "cover": _cover(parts, span, "rotate90"), "vflip_cover": _cover(parts, span, "vflip")})
+        turned = [r for r in rows if r["turns"] in (1, 3)]
+        flipped = [r for r in rows if r["turns"] == 2]
+        def names(rs):
+            return [f"{r['video']}[{r['samples'][0]}:{r['samples'][1]}]" for r in rs]
+        summary = {
+            "screen_logit": screen, "margin": margin, "flip_margin": flip_margin, "windows": len(rows),
+            "probed": sum(r["probed"] for r in rows), "rotate90_windows": sum(r["cover"] >= 0.5 for r in rows),
+            "turned_over_rotate90": sum(r["cover"] >= 0.5 for r in turned),
+            "turned_partly_over_rotate90": sum(0 < r["cover"] < 0.5 for r in turned),
+            "turned_without_rotate90": names(r for r in turned if r["cover"] == 0),
+            "copied_pairs_with_a_turned_window": sorted({r["video"] for r in turned} & set(pairs)), "copied_pairs": sorted(pairs),
+            "vflip_windows": sum(r["vflip_cover"] >= 0.5 for r in rows),
+            "flipped_over_vflip": sum(r["vflip_cover"] >= 0.5 for r in flipped),
+            "flipped_without_vflip": names(r for r in flipped if r["vflip_cover"] == 0),
+        }
+        print(json.dumps(summary))
+        report.append({**summary, "turned": turned, "flipped": flipped})
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=float))
     return 0

@@ -8,7 +8,7 @@ mini-VSC build's ``train`` split, never its queries or references), each embedde
 turned by one, two and three quarters, by every model the probe is for (the fp32 model and its
 int8 quantisation: their embeddings differ a little). The probe is a logistic regression, upright
 (label 1) against turned (0), on L2-normalised embeddings, classes balanced. ``--screen-logit`` and
-``--margin`` are the decision thresholds of Note [Orientation decision], chosen on the mini-VSC
+``--margin`` and ``--flip-margin`` are the decision thresholds of Note [Orientation decision], chosen on the mini-VSC
 dev build (``benchmarks/orientation_eval.py``, ``benchmarks/RESULTS.md``, issue 18).
 """
 
@@ -36,6 +36,7 @@ logger = logging.getLogger("onnx_export.fit_orientation")
 TRAIN_TURNS = (0, 1, 2, 3)
 DEFAULT_SCREEN_LOGIT = 0.0  # chosen on the mini-VSC dev build (seed 1): benchmarks/RESULTS.md, issue 18
 DEFAULT_MARGIN = 0.5
+DEFAULT_FLIP_MARGIN = 1.0  # the smallest margin on the dev build with no window flipped that has no vflip under it
 NATURAL_KINDS = ("video_frame", "still")
 
 
@@ -75,13 +76,13 @@ def turned_features(inputs: np.ndarray, manifests: list[ModelManifest], batch: i
 
 
 def fit_probe(features: np.ndarray, labels: np.ndarray, c: float, screen_logit: float, margin: float,
-              model_sha256: tuple[str, ...]) -> OrientationProbe:
+              model_sha256: tuple[str, ...], flip_margin: float | None = DEFAULT_FLIP_MARGIN) -> OrientationProbe:
     """Logistic regression upright vs turned (classes balanced) as an ``OrientationProbe``."""
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
     model.fit(features, labels)
-    return OrientationProbe(model.coef_[0].astype(np.float32), float(model.intercept_[0]), screen_logit, margin, model_sha256)
+    return OrientationProbe(model.coef_[0].astype(np.float32), float(model.intercept_[0]), screen_logit, margin, model_sha256, flip_margin)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation of the logistic regression")
     parser.add_argument("--screen-logit", type=float, default=DEFAULT_SCREEN_LOGIT)
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--flip-margin", type=float, default=DEFAULT_FLIP_MARGIN,
+                        help="margin for calling a window upside down (negative: never; the half turn is then only a veto)")
     parser.add_argument("--out", type=Path, default=None, help=f"output (default: MODEL_DIR/{PROBE_FILE})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -103,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     inputs = np.concatenate(parts)
     logger.info("fitting on %d images x %d turns x %d models", len(inputs), len(TRAIN_TURNS), len(manifests))
     features, labels = turned_features(inputs, manifests)
-    probe = fit_probe(features, labels, args.c, args.screen_logit, args.margin, tuple(m.onnx_sha256 for m in manifests))
+    probe = fit_probe(features, labels, args.c, args.screen_logit, args.margin, tuple(m.onnx_sha256 for m in manifests),
+                      args.flip_margin if args.flip_margin >= 0 else None)
     out = args.out or manifests[0].model_dir / PROBE_FILE
     probe.save(out)
     accuracy = float(np.mean((probe.logits(features) > 0) == labels.astype(bool)))
     print(json.dumps({"out": str(out), "images": len(inputs), "training_accuracy": round(accuracy, 4),
-                      "screen_logit": probe.screen_logit, "margin": probe.margin}))
+                      "screen_logit": probe.screen_logit, "margin": probe.margin, "flip_margin": probe.flip_margin}))
     return 0
 
 

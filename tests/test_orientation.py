@@ -80,11 +80,13 @@ def test_logits_are_the_linear_score_of_the_l2_normalised_embedding():
 
 
 def test_a_probe_survives_save_and_load_and_bad_files_are_refused(tmp_path):
-    probe = OrientationProbe(np.arange(4, dtype=np.float32), -0.5, 0.1, 0.7, ("abc", "def"))
+    probe = OrientationProbe(np.arange(4, dtype=np.float32), -0.5, 0.1, 0.7, ("abc", "def"), flip_margin=1.0)
     probe.save(tmp_path / PROBE_FILE)
     loaded = OrientationProbe.load(tmp_path / PROBE_FILE)
     assert np.array_equal(loaded.weights, probe.weights) and (loaded.bias, loaded.screen_logit, loaded.margin) == (-0.5, 0.1, 0.7)
-    assert loaded.model_sha256 == ("abc", "def")
+    assert loaded.model_sha256 == ("abc", "def") and loaded.flip_margin == 1.0
+    OrientationProbe(probe.weights, 0.0, 0.0, 0.5).save(tmp_path / "no_flips.npz")
+    assert OrientationProbe.load(tmp_path / "no_flips.npz").flip_margin is None
     np.savez(tmp_path / "other.npz", weights=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="not an orientation probe"):
         OrientationProbe.load(tmp_path / "other.npz")
@@ -94,6 +96,8 @@ def test_a_probe_survives_save_and_load_and_bad_files_are_refused(tmp_path):
         OrientationProbe(np.array([np.nan], np.float32), 0.0, 0.0, 0.5)
     with pytest.raises(ValueError, match="margin"):
         OrientationProbe(np.ones(3, np.float32), 0.0, 0.0, -1.0)
+    with pytest.raises(ValueError, match="flip_margin"):
+        OrientationProbe(np.ones(3, np.float32), 0.0, 0.0, 0.5, flip_margin=-1.0)
 
 
 @given(st.integers(0, 200), st.integers(1, 8))
@@ -107,17 +111,19 @@ def test_probe_indices_are_spread_over_the_window(count, samples):
 logit_lists = st.lists(st.floats(-5, 5), min_size=1, max_size=6)
 
 
-@given(logit_lists, logit_lists, logit_lists, logit_lists, st.floats(0, 2))
-def test_a_window_is_turned_only_when_a_quarter_turn_beats_as_it_is_and_upside_down_by_the_margin(up, one, three, half, margin):
-    probe = OrientationProbe(np.ones(2, np.float32), 0.0, 0.0, margin)
+@given(logit_lists, logit_lists, logit_lists, logit_lists, st.floats(0, 2), st.none() | st.floats(0, 2))
+def test_a_window_is_turned_only_when_a_turn_beats_its_rivals_by_its_margin(up, one, three, half, margin, flip_margin):
+    probe = OrientationProbe(np.ones(2, np.float32), 0.0, 0.0, margin, flip_margin=flip_margin)
+    upside_down = flip_margin is not None
     turns, gain = probe.decide(np.array(up), {1: np.array(one), 3: np.array(three), 2: np.array(half)})
-    base = max(np.mean(up), np.mean(half))
-    best = max(np.mean(one), np.mean(three))
-    assert gain == pytest.approx(best - base)
-    assert turns in (0, *CANDIDATE_TURNS)
-    assert (turns != 0) == (best - base > margin)
-    if turns:
-        assert np.mean({1: one, 3: three}[turns]) == pytest.approx(best)
+    m = {0: np.mean(up), 1: np.mean(one), 3: np.mean(three), 2: np.mean(half)}
+    # a quarter turn's rivals: as it is and the half turn; the half turn's (only with upside_down): every other
+    gains = {1: m[1] - max(m[0], m[2]), 3: m[3] - max(m[0], m[2])} | ({2: m[2] - max(m[0], m[1], m[3])} if upside_down else {})
+    best = max(gains.values())
+    assert gain == pytest.approx(best)
+    assert turns in (0, *CANDIDATE_TURNS, *((2,) if upside_down else ()))
+    winner = max(gains, key=lambda k: (gains[k], -k))
+    assert turns == (winner if best > (flip_margin if winner == 2 else margin) else 0)
 
 
 def test_a_turned_window_gets_the_inputs_turned_back_as_a_view_and_an_upright_one_is_left_alone():
@@ -144,6 +150,18 @@ def test_a_turned_window_gets_the_inputs_turned_back_as_a_view_and_an_upright_on
     turned_rows = out.embeddings[13::2] / np.linalg.norm(out.embeddings[13::2], axis=1, keepdims=True)
     later = descriptors.features[descriptors.timestamps[:, 0] >= 6.0]
     assert len(later) == 6 and all(np.abs(turned_rows - row).max(axis=1).min() < 1e-6 for row in later)
+
+
+def test_an_upside_down_window_is_flipped_back_when_the_probe_says_so():
+    backend = _BandBackend()
+    upside_down = _images("bottom", 12)
+    video = _video(upside_down, backend)
+    probe = OrientationProbe(UPRIGHT.weights, UPRIGHT.bias, UPRIGHT.screen_logit, UPRIGHT.margin, flip_margin=0.5)
+    out = TurnedViews(probe, backend, window_samples=12)(video)
+    assert out.views.tolist() == [0, 1] * 12
+    np.testing.assert_allclose(out.embeddings[1::2], backend.infer(upside_down[:, :, ::-1]), rtol=1e-5)  # the band back on top
+    (window,) = out.layout["windows"]
+    assert window["kind"] == "flipped" and window["views"][-1] == {"kind": "flipped", "rect": [0, 0, SIDE, SIDE], "quarter_turns": 0}
 
 
 @pytest.mark.parametrize("side", ["bottom", "top"])

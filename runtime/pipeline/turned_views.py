@@ -32,6 +32,12 @@ def _turn(inputs: np.ndarray, quarter_turns: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(inputs, k=quarter_turns, axes=(2, 3)))
 
 
+def _righted(inputs: np.ndarray, turns: int) -> np.ndarray:
+    """The inputs of a window decided ``turns`` (Note [Orientation decision]) made upright: turned back by a
+    quarter, or flipped vertically when upside down (undoing a vertical flip exactly, a half turn up to a mirror)."""
+    return np.ascontiguousarray(inputs[:, :, ::-1]) if turns == 2 else _turn(inputs, turns)
+
+
 @dataclass
 class TurnedViews:
     """Adds turned views to the windows of a video its orientation probe calls turned (module docstring).
@@ -72,14 +78,17 @@ class TurnedViews:
             embedded += len(turned)
             turns, gain = self.probe.decide(upright[picked], {k: self.probe.logits(e) for k, e in by_turns.items()})
             probed[int(window)] = round(gain, 4)
-            if turns:
+            if turns in (1, 3):  # the probe's own turned rows serve; the rest of the window is embedded turned
                 rest = np.setdiff1d(rows, picked)
                 embeddings = np.empty((len(rows), video.embeddings.shape[1]), np.float32)
                 embeddings[np.searchsorted(rows, picked)] = by_turns[turns]
                 if len(rest):
-                    embeddings[np.searchsorted(rows, rest)] = self.backend.infer(_turn(inputs[rest], turns))
+                    embeddings[np.searchsorted(rows, rest)] = self.backend.infer(_righted(inputs[rest], turns))
                     embedded += len(rest)
                 added.append((int(window), turns, rows, embeddings))
+            elif turns == 2:
+                added.append((int(window), turns, rows, self.backend.infer(_righted(inputs[rows], turns))))
+                embedded += len(rows)
         layout = _record(video.layout, probed, added, embedded, time.perf_counter() - start)
         timings = {**video.timings, "orientation": time.perf_counter() - start}
         if not added:
@@ -110,8 +119,12 @@ def _record(layout: dict | None, probed: dict[int, float], added: list, embedded
         if window < len(decisions):
             decision = decisions[window]
             whole = decision.get("views", [{}])[0].get("rect")
-            decision["views"] = [*decision.get("views", []), {"kind": "turned", "rect": whole, "quarter_turns": turns}]
-            decision["kind"] = "turned"
+            if turns == 2:
+                decision["views"] = [*decision.get("views", []), {"kind": "flipped", "rect": whole, "quarter_turns": 0}]
+                decision["kind"] = "flipped"
+            else:
+                decision["views"] = [*decision.get("views", []), {"kind": "turned", "rect": whole, "quarter_turns": turns}]
+                decision["kind"] = "turned"
     for window, gain in probed.items():
         if window < len(decisions):
             decisions[window]["orientation_gain"] = gain
@@ -119,7 +132,7 @@ def _record(layout: dict | None, probed: dict[int, float], added: list, embedded
         record["windows"] = decisions
         record["kind"] = "+".join(sorted({d.get("kind", "plain") for d in decisions}))
     elif added:
-        record["kind"] = "turned"
+        record["kind"] = "+".join(sorted({"flipped" if turns == 2 else "turned" for _, turns, _, _ in added}))
     record["orientation"] = {"probed_windows": sorted(probed), "turned_windows": [w for w, *_ in added],
                              "images_embedded": embedded, "seconds": round(seconds, 4)}
     return record

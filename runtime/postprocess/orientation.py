@@ -15,8 +15,11 @@ and embedded; it is called turned by ``k`` (1 or 3) quarters when the mean logit
 turned by ``k`` beats both their mean logit as they are and turned by a half (a vertical flip
 looks more upright turned by a quarter than as it is) by ``margin``. Comparing the same frames
 with themselves is what makes this reliable where an absolute threshold is not (dark, flat or
-textured footage looks "not upright" either way). On the mini-VSC dev and test builds no window
-without a turned copy under it was called turned (``benchmarks/orientation_eval.py``).
+textured footage looks "not upright" either way). With ``flip_margin`` the half turn is a candidate
+too: a window whose inputs turned by a half beat as they are and both quarter turns by that margin
+is upside down, and its inputs are flipped vertically. On the mini-VSC test build no window without
+a turned or flipped copy under it was called turned or upside down (``benchmarks/orientation_eval.py``,
+``benchmarks/RESULTS.md``, issue 18).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class OrientationProbe:
         screen_logit: a window whose mean logit as it is reaches this stays upright unprobed.
         margin: a turned window's mean logit must beat the window's as it is by this much.
         model_sha256: the ``onnx_sha256`` values of the models the probe was fitted for.
+        flip_margin: a half turn is a candidate too: a window that looks more upright turned by a half than as
+            it is and turned by a quarter either way, by more than this, is upside down (its inputs are flipped
+            vertically); None: the half turn is only a veto.
     """
 
     weights: np.ndarray
@@ -58,14 +64,15 @@ class OrientationProbe:
     screen_logit: float
     margin: float
     model_sha256: tuple[str, ...] = ()
+    flip_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.weights.ndim != 1 or self.weights.dtype != np.float32:
             raise ValueError(f"weights must be a float32 (D,) array, got {self.weights.dtype} {self.weights.shape}")
         if not (np.isfinite(self.weights).all() and np.isfinite([self.bias, self.screen_logit, self.margin]).all()):
             raise ValueError("the orientation probe has non-finite parameters")
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.margin < 0 or (self.flip_margin is not None and not self.flip_margin >= 0):
+            raise ValueError(f"margin and flip_margin must be >= 0, got {self.margin} and {self.flip_margin}")
 
     @property
     def dim(self) -> int:
@@ -90,22 +97,28 @@ class OrientationProbe:
             turned_logits: quarter turns (``QUARTER_TURNS``) -> (N,) logits of the same inputs turned by that many quarters.
 
         Returns:
-            (turns, gain) with turns 1 or 3 when the gain is above ``margin``, else (0, gain).
+            (turns, gain) with turns 1 or 3 when that gain is above ``margin``, or 2 (upside down) when the
+            half turn's gain is above ``flip_margin``, else (0, best gain).
         """
         if len(upright_logits) == 0:
             return 0, 0.0
-        base = float(np.mean(upright_logits))
-        if len(turned_logits.get(2, ())):
-            base = max(base, float(np.mean(turned_logits[2])))
-        gains = {k: float(np.mean(turned_logits[k])) - base for k in CANDIDATE_TURNS if len(turned_logits.get(k, ()))}
+        means = {0: float(np.mean(upright_logits))} | {k: float(np.mean(v)) for k, v in turned_logits.items() if len(v)}
+        candidates = CANDIDATE_TURNS + ((2,) if self.flip_margin is not None else ())
+        gains, needed = {}, {}
+        for k in candidates:
+            if k in means:  # a quarter turn must beat as it is and the half turn; the half turn every other
+                rivals = (0, 2) if k in CANDIDATE_TURNS else (0, 1, 3)
+                gains[k] = means[k] - max(means[j] for j in rivals if j in means)
+                needed[k] = self.margin if k in CANDIDATE_TURNS else self.flip_margin
         if not gains:
             return 0, 0.0
         best = max(gains, key=lambda k: (gains[k], -k))
-        return (best, gains[best]) if gains[best] > self.margin else (0, gains[best])
+        return (best, gains[best]) if gains[best] > needed[best] else (0, gains[best])
 
     def save(self, path: str | Path) -> None:
         np.savez(path, weights=self.weights, bias=np.float64(self.bias), screen_logit=np.float64(self.screen_logit),
-                 margin=np.float64(self.margin), model_sha256=np.array(self.model_sha256, dtype=str))
+                 margin=np.float64(self.margin), model_sha256=np.array(self.model_sha256, dtype=str),
+                 flip_margin=np.float64(np.nan if self.flip_margin is None else self.flip_margin))
 
     @classmethod
     def load(cls, path: str | Path) -> OrientationProbe:
@@ -114,4 +127,11 @@ class OrientationProbe:
             if missing:
                 raise ValueError(f"{path}: not an orientation probe (missing {sorted(missing)})")
             return cls(data["weights"].astype(np.float32), float(data["bias"]), float(data["screen_logit"]), float(data["margin"]),
-                       tuple(str(s) for s in data["model_sha256"]))
+                       tuple(str(s) for s in data["model_sha256"]), _optional(data, "flip_margin"))
+
+
+def _optional(data, name: str) -> float | None:
+    """An optional number of a probe file (absent or NaN: None)."""
+    if name not in data.files or np.isnan(float(data[name])):
+        return None
+    return float(data[name])

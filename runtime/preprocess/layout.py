@@ -43,7 +43,7 @@ from runtime.preprocess.cpu import preprocess_rgb, preprocess_yuv420p
 Rect = tuple[int, int, int, int]
 """(x0, y0, x1, y1), half-open, in coded-frame pixels."""
 
-VIEW_KINDS = ("whole", "cell", "window", "turned")
+VIEW_KINDS = ("whole", "cell", "window", "turned", "flipped")  # flipped: upside-down windows (runtime/pipeline/turned_views.py)
 
 
 @dataclass(frozen=True)
