@@ -41,7 +41,12 @@ from runtime.postprocess.orientation import (
     probe_indices,
 )
 from runtime.postprocess.projection import l2_normalize
-from runtime.preprocess.layout import crop_yuv420p_views, plain_decision, window_bounds
+from runtime.preprocess.layout import (
+    crop_yuv420p_views,
+    plain_decision,
+    turn_images,
+    window_bounds,
+)
 from runtime.records import VideoTask
 
 logger = logging.getLogger("benchmarks.orientation_eval")
@@ -54,7 +59,7 @@ def turned_embeddings(task: VideoTask, backend: OnnxRuntimeBackend, preprocess, 
     intervals, y, u, v = decode_samples(task.path)
     height, width = y.shape[1:]
     images = crop_yuv420p_views(y, u, v, (plain_decision(width, height).views[0],), preprocess)[0]
-    out = [backend.infer(np.ascontiguousarray(np.rot90(images, k=k, axes=(2, 3)))) for k in turns]
+    out = [backend.infer(turn_images(images, k)) for k in turns]
     return intervals, np.stack(out)
 
 

@@ -29,6 +29,7 @@ from runtime.pipeline.extractor import load_manifest, preprocess_config
 from runtime.postprocess.orientation import PROBE_FILE, OrientationProbe
 from runtime.postprocess.projection import l2_normalize
 from runtime.preprocess.cpu import preprocess_rgb
+from runtime.preprocess.layout import turn_images
 from runtime.sampling import SamplingPolicy
 
 logger = logging.getLogger("onnx_export.fit_orientation")
@@ -69,8 +70,7 @@ def turned_features(inputs: np.ndarray, manifests: list[ModelManifest], batch: i
     for manifest in manifests:
         with OnnxRuntimeBackend(manifest.onnx_path, batch_size=batch) as backend:
             for k in TRAIN_TURNS:
-                turned = np.ascontiguousarray(np.rot90(inputs, k=k, axes=(2, 3)))
-                features.append(l2_normalize(backend.infer(turned)))
+                features.append(l2_normalize(backend.infer(turn_images(inputs, k))))
                 labels.append(np.full(len(inputs), int(k == 0)))
     return np.concatenate(features), np.concatenate(labels)
 

@@ -44,7 +44,7 @@ from runtime.decode.layout_capture import LayoutCapture, plane_view
 from runtime.decode.nal import NAL_PARSERS, nal_length_size
 from runtime.preprocess.config import PreprocessConfig
 from runtime.preprocess.cpu import preprocess_rgb, preprocess_yuv420p
-from runtime.preprocess.layout import LayoutSettings
+from runtime.preprocess.layout import LayoutSettings, turn_images
 from runtime.records import VideoInfo
 from runtime.sampling import (
     FrameSelection,
@@ -461,8 +461,7 @@ class PyAVDecoder:
             rgb = np.stack([f.to_ndarray(format="rgb24") for _, f in same])
             groups.append(([slot for slot, _ in same], preprocess_rgb(rgb, config)))
         for slots, batch in groups:
-            if rotation:
-                batch = np.ascontiguousarray(np.rot90(batch, k=rotation // 90, axes=(2, 3)))
+            batch = turn_images(batch, rotation // 90)
             for slot, image in zip(slots, batch):
                 images[slot] = image
 

@@ -24,18 +24,14 @@ from runtime.postprocess.orientation import (
     OrientationProbe,
     probe_indices,
 )
-from runtime.preprocess.layout import window_bounds
+from runtime.preprocess.layout import turn_images, window_bounds
 from runtime.records import VideoEmbeddings
-
-
-def _turn(inputs: np.ndarray, quarter_turns: int) -> np.ndarray:
-    return np.ascontiguousarray(np.rot90(inputs, k=quarter_turns, axes=(2, 3)))
 
 
 def _righted(inputs: np.ndarray, turns: int) -> np.ndarray:
     """The inputs of a window decided ``turns`` (Note [Orientation decision]) made upright: turned back by a
     quarter, or flipped vertically when upside down (undoing a vertical flip exactly, a half turn up to a mirror)."""
-    return np.ascontiguousarray(inputs[:, :, ::-1]) if turns == 2 else _turn(inputs, turns)
+    return np.ascontiguousarray(inputs[:, :, ::-1]) if turns == 2 else turn_images(inputs, turns)
 
 
 @dataclass
@@ -73,7 +69,7 @@ class TurnedViews:
             if np.any(views[rows] != 0) or self.probe.passes_screen(upright[rows]):
                 continue
             picked = rows[probe_indices(len(rows))]
-            turned = self.backend.infer(np.concatenate([_turn(inputs[picked], k) for k in QUARTER_TURNS]))
+            turned = self.backend.infer(np.concatenate([turn_images(inputs[picked], k) for k in QUARTER_TURNS]))
             by_turns = dict(zip(QUARTER_TURNS, np.split(turned, len(QUARTER_TURNS))))
             embedded += len(turned)
             turns, gain = self.probe.decide(upright[picked], {k: self.probe.logits(e) for k, e in by_turns.items()})
@@ -89,8 +85,9 @@ class TurnedViews:
             elif turns == 2:
                 added.append((int(window), turns, rows, self.backend.infer(_righted(inputs[rows], turns))))
                 embedded += len(rows)
-        layout = _record(video.layout, probed, added, embedded, time.perf_counter() - start)
-        timings = {**video.timings, "orientation": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        layout = _record(video.layout, probed, added, embedded, seconds)
+        timings = {**video.timings, "orientation": seconds}
         if not added:
             return replace(video, layout=layout, timings=timings)
         source = np.concatenate([np.arange(count)] + [r for _, _, r, _ in added])  # the whole-picture row each row comes from

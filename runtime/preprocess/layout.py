@@ -264,7 +264,8 @@ def _even_rect(rect: Rect, width: int, height: int) -> Rect:
     return (max(0, x0 - x0 % 2), max(0, y0 - y0 % 2), min(width, x1 + x1 % 2), min(height, y1 + y1 % 2))
 
 
-def _turn(batch: np.ndarray, quarter_turns: int) -> np.ndarray:
+def turn_images(batch: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """(N, C, H, W) model inputs turned counter-clockwise by ``quarter_turns`` (contiguous; unchanged for whole turns)."""
     if quarter_turns % 4 == 0:
         return batch
     return np.ascontiguousarray(np.rot90(batch, k=quarter_turns, axes=(2, 3)))
@@ -301,7 +302,7 @@ def crop_yuv420p_views(y: np.ndarray, u: np.ndarray, v: np.ndarray, views: tuple
             np.ascontiguousarray(v[..., y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2]),
             cfg,
         )
-        out.append(_turn(images, rotation // 90 + view.quarter_turns))
+        out.append(turn_images(images, rotation // 90 + view.quarter_turns))
     return out
 
 
@@ -312,7 +313,7 @@ def crop_rgb_views(rgb: np.ndarray, views: tuple[View, ...], config: PreprocessC
         x0, y0, x1, y1 = view.rect
         cfg = _view_config(config, rotation, view.quarter_turns)
         images = preprocess_rgb(np.ascontiguousarray(rgb[..., y0:y1, x0:x1, :]), cfg)
-        out.append(_turn(images, rotation // 90 + view.quarter_turns))
+        out.append(turn_images(images, rotation // 90 + view.quarter_turns))
     return out
 
 
